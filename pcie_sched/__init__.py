@@ -1,0 +1,1 @@
+"""pcie-sched: per-flavor PCIe hotplug ports for OpenStack Nova."""

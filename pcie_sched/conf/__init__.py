@@ -1,0 +1,26 @@
+"""Configuration options, one module per option group.
+
+Each group module exposes ``GROUP``, ``ALL_OPTS``, ``register_opts(conf)``
+and ``list_opts()``. :func:`list_opts` here is the ``oslo.config.opts``
+entry point that ``oslo-config-generator`` and the docs read.
+"""
+
+from oslo_config import cfg
+
+from pcie_sched.conf import pcie_sched
+
+_GROUP_MODULES = (pcie_sched,)
+
+CONF = cfg.CONF
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    for module in _GROUP_MODULES:
+        module.register_opts(conf)
+
+
+def list_opts():
+    return [(module.GROUP, module.ALL_OPTS) for module in _GROUP_MODULES]
+
+
+register_opts(CONF)

@@ -1,0 +1,60 @@
+"""``[pcie_sched]``: how nova-scheduler judges a host's capacity."""
+
+from oslo_config import cfg
+
+GROUP = cfg.OptGroup(
+    'pcie_sched',
+    title='PCIe hotplug port scheduling',
+    help='How nova-scheduler decides whether a host can boot a guest that '
+         'asks for hw:pci_hotplug_ports.')
+
+ALL_OPTS = [
+    cfg.StrOpt(
+        'unknown_host_policy',
+        default='reject',
+        choices=[
+            ('reject', 'A host whose capacity is unknown cannot take a '
+                       'guest that asks for hotplug ports.'),
+            ('accept', 'A host whose capacity is unknown takes any such '
+                       'guest; the compute driver still refuses what it '
+                       'cannot boot, which costs a reschedule.'),
+        ],
+        help='What the PciHotplugPortsFilter does with a host that publishes '
+             'no capacity, is in no aggregate with pci_hotplug_ports_max and '
+             'for which the capacity model has no answer (for example a '
+             'non-libvirt host, or an architecture the model does not '
+             'know). The default is safe: a guest that asks for ports never '
+             'lands where it might stop in the firmware.'),
+    cfg.IntOpt(
+        'cold_plugged_base_ports',
+        default=3,
+        min=0,
+        max=255,
+        help='Root ports a guest uses for devices nova always cold-plugs, '
+             'before counting its networks and extra disks. With the '
+             'libvirt driver on q35 or virt these are the root disk '
+             '(virtio-blk), the memory balloon and the USB controller. '
+             'The filter adds one port per requested network, one for an '
+             'ephemeral disk and one for swap, then the requested free '
+             'hotplug ports.'),
+    cfg.DictOpt(
+        'default_machine_types',
+        default={'x86_64': 'q35', 'aarch64': 'virt'},
+        help='Machine type per guest architecture that the capacity model '
+             'assumes for a host that publishes no capacity. Keep it in '
+             'line with [libvirt] hw_machine_type on the compute hosts.'),
+    cfg.DictOpt(
+        'default_firmware',
+        default={'x86_64': 'uefi', 'aarch64': 'uefi'},
+        help='Firmware kind (uefi or bios) per guest architecture that the '
+             'capacity model assumes for a host that publishes no capacity.'),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(GROUP)
+    conf.register_opts(ALL_OPTS, group=GROUP)
+
+
+def list_opts():
+    return {GROUP: ALL_OPTS}
