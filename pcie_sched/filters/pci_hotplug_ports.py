@@ -1,0 +1,159 @@
+"""PciHotplugPortsFilter: only hosts that can boot the requested ports.
+
+Enable in nova-scheduler's nova.conf::
+
+    [filter_scheduler]
+    available_filters = nova.scheduler.filters.all_filters
+    available_filters = pcie_sched.filters.pci_hotplug_ports.PciHotplugPortsFilter
+    enabled_filters = ...,PciHotplugPortsFilter
+
+The per-request work (parsing the flavor, counting cold-plugged devices)
+happens once in :meth:`filter_all`; each host then costs a dictionary
+lookup or two. A request without ``hw:pci_hotplug_ports`` returns the host
+list untouched.
+"""
+
+from oslo_log import log as logging
+
+from nova.scheduler import filters
+from nova.scheduler import utils as scheduler_utils
+
+from pcie_sched import conf as pcie_conf
+from pcie_sched import host_capacity
+from pcie_sched import spec
+
+LOG = logging.getLogger(__name__)
+CONF = pcie_conf.CONF
+
+
+class PciHotplugPortsFilter(filters.BaseHostFilter):
+    """Pass hosts whose QEMU, firmware and machine boot the ports asked for.
+
+    A guest needs its requested free hotplug ports plus one port per
+    cold-plugged PCIe device; a host passes when that total fits its
+    capacity (see :mod:`pcie_sched.host_capacity` for where capacity
+    comes from). An invalid request passes no host and never raises.
+    """
+
+    # The host and flavor do not change on rebuild, and the image property
+    # is invisible to the scheduler, so there is nothing to re-check.
+    RUN_ON_REBUILD = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._models = host_capacity.ModelCache(
+            CONF.pcie_sched.default_machine_types,
+            CONF.pcie_sched.default_firmware)
+
+    def filter_all(self, filter_obj_list, spec_obj):
+        try:
+            requested = self._requested_ports(spec_obj)
+        except Exception as exc:  # never let a bad request break scheduling
+            LOG.warning('PciHotplugPortsFilter: no host can take instance '
+                        '%(uuid)s: %(error)s',
+                        {'uuid': _instance_uuid(spec_obj), 'error': exc})
+            return []
+        if requested is None or scheduler_utils.request_is_rebuild(spec_obj):
+            return filter_obj_list
+
+        needed = requested + self._cold_plugged_reserve(spec_obj)
+        accept_unknown = CONF.pcie_sched.unknown_host_policy == 'accept'
+        passing = []
+        best = host_capacity.UNKNOWN
+        for host_state in filter_obj_list:
+            capacity = self._capacity(host_state)
+            if capacity.max_ports is None:
+                if accept_unknown:
+                    passing.append(host_state)
+                else:
+                    LOG.debug('%(host)s fails PciHotplugPortsFilter: needs '
+                              '%(needed)d root ports, capacity unknown and '
+                              'unknown_host_policy is reject',
+                              {'host': host_state, 'needed': needed})
+                continue
+            if capacity.max_ports >= needed:
+                passing.append(host_state)
+                continue
+            if best.max_ports is None or capacity.max_ports > best.max_ports:
+                best = capacity
+            LOG.debug('%(host)s fails PciHotplugPortsFilter: needs %(needed)d '
+                      'root ports (%(requested)d free + %(reserve)d '
+                      'cold-plugged), can boot %(max)d (from %(source)s)',
+                      {'host': host_state, 'needed': needed,
+                       'requested': requested, 'reserve': needed - requested,
+                       'max': capacity.max_ports, 'source': capacity.source})
+        if not passing and filter_obj_list:
+            LOG.info('PciHotplugPortsFilter: no host can boot instance '
+                     '%(uuid)s with %(requested)d free hotplug ports '
+                     '(%(needed)d root ports with its cold-plugged devices); '
+                     'largest known capacity: %(best)s',
+                     {'uuid': _instance_uuid(spec_obj),
+                      'requested': requested, 'needed': needed,
+                      'best': ('none' if best.max_ports is None else
+                               f'{best.max_ports} (from {best.source})')})
+        return passing
+
+    def host_passes(self, host_state, spec_obj) -> bool:
+        return bool(self.filter_all([host_state], spec_obj))
+
+    @staticmethod
+    def _requested_ports(spec_obj):
+        flavor = getattr(spec_obj, 'flavor', None)
+        extra_specs = getattr(flavor, 'extra_specs', None)
+        return spec.requested_ports(extra_specs)
+
+    @staticmethod
+    def _cold_plugged_reserve(spec_obj) -> int:
+        flavor = spec_obj.flavor
+        return host_capacity.cold_plugged_reserve(
+            CONF.pcie_sched.cold_plugged_base_ports,
+            _network_count(spec_obj),
+            getattr(flavor, 'ephemeral_gb', 0) or 0,
+            getattr(flavor, 'swap', 0) or 0)
+
+    def _capacity(self, host_state) -> host_capacity.HostCapacity:
+        published = host_capacity.from_stats(
+            getattr(host_state, 'stats', None))
+        if published is not None:
+            return host_capacity.HostCapacity(
+                published, host_capacity.SOURCE_STATS)
+        aggregates = getattr(host_state, 'aggregates', None) or ()
+        if aggregates:
+            override = host_capacity.from_aggregates(
+                getattr(aggregate, 'metadata', None)
+                for aggregate in aggregates)
+            if override is not None:
+                return host_capacity.HostCapacity(
+                    override, host_capacity.SOURCE_AGGREGATE)
+        modelled = self._models.max_ports(
+            getattr(host_state, 'hypervisor_type', None),
+            getattr(host_state, 'hypervisor_version', None),
+            getattr(host_state, 'cpu_info', None))
+        if modelled is not None:
+            return host_capacity.HostCapacity(
+                modelled, host_capacity.SOURCE_MODEL)
+        return host_capacity.UNKNOWN
+
+
+def _network_count(spec_obj) -> int:
+    """Interfaces the guest boots with, as far as the request tells.
+
+    A request without networks information, or with ``auto``, counts as
+    one interface; ``none`` as zero.
+    """
+    if not spec_obj.obj_attr_is_set('requested_networks'):
+        return 1
+    networks = spec_obj.requested_networks
+    if networks is None:
+        return 1
+    if networks.no_allocate:
+        return 0
+    # An empty list comes from requests that let nova pick the networks.
+    return max(len(networks), 1)
+
+
+def _instance_uuid(spec_obj) -> str:
+    try:
+        return spec_obj.instance_uuid
+    except Exception:
+        return '(unknown)'

@@ -1,0 +1,152 @@
+"""Where a host's hotplug port capacity comes from, without nova objects.
+
+The scheduler filter asks, in order, and the first answer wins:
+
+1. ``stats``: the compute node's own published value
+   (``pci_hotplug_ports_max`` in ``ComputeNode.stats``, measured or
+   modelled by the compute driver on the host itself);
+2. ``aggregate``: the operator's override in aggregate metadata
+   (the smallest value when the host is in several aggregates, because
+   the operator promised each of them);
+3. ``model``: the capacity model, from what every libvirt host reports
+   anyway (QEMU version, architecture) plus the scheduler's options for
+   the machine type and firmware;
+4. ``unknown``: nothing answered; ``[pcie_sched] unknown_host_policy``
+   decides.
+
+Values from stats and aggregate metadata are strings typed by programs
+and people; a malformed one is ignored (the next source answers) rather
+than trusted or allowed to raise.
+"""
+
+import json
+import threading
+import typing as ty
+
+from pcie_sched import spec
+
+SOURCE_STATS = 'stats'
+SOURCE_AGGREGATE = 'aggregate'
+SOURCE_MODEL = 'model'
+SOURCE_UNKNOWN = 'unknown'
+
+#: nova's libvirt driver reports this hypervisor_type for QEMU and KVM.
+QEMU_HYPERVISOR_TYPE = 'QEMU'
+
+
+class HostCapacity(ty.NamedTuple):
+    max_ports: ty.Optional[int]
+    source: str
+
+
+UNKNOWN = HostCapacity(None, SOURCE_UNKNOWN)
+
+
+def parse_capacity(value: ty.Any) -> ty.Optional[int]:
+    """A published capacity as an int, or None if it is not a valid one."""
+    if value is None:
+        return None
+    try:
+        return spec.parse(value if isinstance(value, int) else
+                          str(value).strip(), spec.HOST_CAPACITY_KEY)
+    except spec.InvalidHotplugPortsSpec:
+        return None
+
+
+def from_stats(stats: ty.Optional[ty.Mapping[str, ty.Any]]
+               ) -> ty.Optional[int]:
+    if not stats:
+        return None
+    return parse_capacity(stats.get(spec.HOST_CAPACITY_KEY))
+
+
+def from_aggregates(metadatas: ty.Iterable[ty.Mapping[str, ty.Any]]
+                    ) -> ty.Optional[int]:
+    values = [parse_capacity(metadata.get(spec.HOST_CAPACITY_KEY))
+              for metadata in metadatas if metadata]
+    values = [value for value in values if value is not None]
+    return min(values) if values else None
+
+
+def arch_from_cpu_info(cpu_info: ty.Any) -> ty.Optional[str]:
+    """The architecture in nova's ``cpu_info`` JSON, or None."""
+    if not cpu_info or not isinstance(cpu_info, str):
+        return None
+    try:
+        arch = json.loads(cpu_info).get('arch')
+    except (ValueError, AttributeError):
+        return None
+    return arch if isinstance(arch, str) else None
+
+
+class ModelCache:
+    """Capacity model answers keyed by what hosts report.
+
+    A cloud has many hosts and few distinct (QEMU version, architecture)
+    pairs, so the model runs once per pair, not once per host. Safe to
+    share between scheduler threads: entries are immutable and a race
+    only computes the same answer twice.
+    """
+
+    #: Distinct host configurations remembered before starting afresh;
+    #: far more than a cloud has, small enough never to matter.
+    MAX_ENTRIES = 4096
+
+    def __init__(self, machine_types: ty.Mapping[str, str],
+                 firmware: ty.Mapping[str, str]) -> None:
+        self._machine_types = dict(machine_types)
+        self._firmware = dict(firmware)
+        self._answers: dict = {}
+        self._lock = threading.Lock()
+
+    def max_ports(self, hypervisor_type: ty.Any, hypervisor_version: ty.Any,
+                  cpu_info: ty.Any) -> ty.Optional[int]:
+        key = (hypervisor_type, hypervisor_version, cpu_info)
+        try:
+            return self._answers[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value from a broken host
+            return None
+        answer = self._compute(hypervisor_type, hypervisor_version, cpu_info)
+        with self._lock:
+            if len(self._answers) >= self.MAX_ENTRIES:
+                self._answers.clear()
+            self._answers[key] = answer
+        return answer
+
+    def _compute(self, hypervisor_type, hypervisor_version, cpu_info
+                 ) -> ty.Optional[int]:
+        if hypervisor_type != QEMU_HYPERVISOR_TYPE:
+            return None
+        if (isinstance(hypervisor_version, bool) or
+                not isinstance(hypervisor_version, int) or
+                hypervisor_version <= 0):
+            return None
+        arch = arch_from_cpu_info(cpu_info)
+        machine = self._machine_types.get(arch)
+        if machine is None:
+            return None
+        # Imported here so that the filter's module stays importable (and
+        # the no-spec path free) even if the model cannot load.
+        from pcie_sched import capacity
+        try:
+            profile = capacity.MachineProfile(
+                arch=arch, machine=machine,
+                firmware=self._firmware.get(arch, 'uefi'),
+                qemu_version=capacity.qemu_version_from_hypervisor_version(
+                    hypervisor_version))
+            return capacity.estimate(profile).max_ports
+        except ValueError:
+            return None
+
+
+def cold_plugged_reserve(base_ports: int, networks: int,
+                         ephemeral_gb: int, swap_mb: int) -> int:
+    """Root ports a guest's cold-plugged devices take before hotplug.
+
+    One per network interface, one for an ephemeral disk and one for a
+    swap disk, on top of the devices every guest has (``base_ports``).
+    """
+    return (base_ports + max(networks, 0) + (1 if ephemeral_gb else 0) +
+            (1 if swap_mb else 0))
