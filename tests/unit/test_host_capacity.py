@@ -1,0 +1,83 @@
+"""Capacity sources read from strings that programs and people wrote."""
+
+import json
+
+import testscenarios
+import testtools
+
+from pcie_sched import host_capacity
+from pcie_sched import spec
+
+load_tests = testscenarios.load_tests_apply_scenarios
+
+KEY = spec.HOST_CAPACITY_KEY
+
+
+class TestParseCapacity(testtools.TestCase):
+
+    scenarios = [
+        ('string', {'value': '64', 'expected': 64}),
+        ('int', {'value': 64, 'expected': 64}),
+        ('padded', {'value': ' 64 ', 'expected': 64}),
+        ('zero', {'value': '0', 'expected': 0}),
+        ('none', {'value': None, 'expected': None}),
+        ('negative', {'value': '-3', 'expected': None}),
+        ('garbage', {'value': 'lots', 'expected': None}),
+        ('too_big', {'value': '100000', 'expected': None}),
+        ('float', {'value': '12.5', 'expected': None}),
+    ]
+
+    def test_parse(self):
+        self.assertEqual(self.expected,
+                         host_capacity.parse_capacity(self.value))
+
+
+class TestSources(testtools.TestCase):
+
+    def test_stats(self):
+        self.assertEqual(40, host_capacity.from_stats({KEY: '40'}))
+        self.assertIsNone(host_capacity.from_stats({}))
+        self.assertIsNone(host_capacity.from_stats(None))
+        self.assertIsNone(host_capacity.from_stats({KEY: 'x'}))
+
+    def test_aggregates_take_the_smallest_valid_value(self):
+        self.assertEqual(16, host_capacity.from_aggregates(
+            [{KEY: '64'}, {KEY: '16'}, {KEY: 'junk'}, {}, None,
+             {'other': '1'}]))
+        self.assertIsNone(host_capacity.from_aggregates([{KEY: '-1'}]))
+        self.assertIsNone(host_capacity.from_aggregates([]))
+
+    def test_arch_from_cpu_info(self):
+        self.assertEqual('x86_64', host_capacity.arch_from_cpu_info(
+            json.dumps({'arch': 'x86_64', 'model': 'Haswell'})))
+        for broken in (None, '', '{', '[]', '"x"', 42,
+                       json.dumps({'arch': 7})):
+            self.assertIsNone(host_capacity.arch_from_cpu_info(broken))
+
+    def test_cold_plugged_reserve(self):
+        self.assertEqual(3, host_capacity.cold_plugged_reserve(3, 0, 0, 0))
+        self.assertEqual(6, host_capacity.cold_plugged_reserve(3, 1, 10, 512))
+        self.assertEqual(5, host_capacity.cold_plugged_reserve(3, 2, 0, 0))
+        self.assertEqual(3, host_capacity.cold_plugged_reserve(3, -1, 0, 0))
+
+
+class TestModelCacheRefusals(testtools.TestCase):
+    """Hosts the model cannot speak for get no answer, not an exception."""
+
+    scenarios = [
+        ('not_qemu', {'args': ('ironic', 7002000,
+                               json.dumps({'arch': 'x86_64'}))}),
+        ('no_version', {'args': ('QEMU', None,
+                                 json.dumps({'arch': 'x86_64'}))}),
+        ('bool_version', {'args': ('QEMU', True,
+                                   json.dumps({'arch': 'x86_64'}))}),
+        ('unknown_arch', {'args': ('QEMU', 7002000,
+                                   json.dumps({'arch': 's390x'}))}),
+        ('broken_cpu_info', {'args': ('QEMU', 7002000, '{not json')}),
+        ('unhashable', {'args': ('QEMU', 7002000, ['x86_64'])}),
+    ]
+
+    def test_no_answer(self):
+        cache = host_capacity.ModelCache({'x86_64': 'q35'},
+                                         {'x86_64': 'uefi'})
+        self.assertIsNone(cache.max_ports(*self.args))
