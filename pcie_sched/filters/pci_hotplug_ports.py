@@ -61,7 +61,13 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
         passing = []
         best = host_capacity.UNKNOWN
         for host_state in filter_obj_list:
-            capacity = self._capacity(host_state)
+            try:
+                capacity = self._capacity(host_state)
+            except Exception:  # a broken host must not fail the request
+                LOG.exception('PciHotplugPortsFilter: cannot read the '
+                              'capacity of %s; treating it as unknown',
+                              host_state)
+                capacity = host_capacity.UNKNOWN
             if capacity.max_ports is None:
                 if accept_unknown:
                     passing.append(host_state)

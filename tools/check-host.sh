@@ -1,0 +1,15 @@
+#!/bin/bash
+# Set up a fresh Debian 12 machine and check what this host's own QEMU
+# and firmware can boot:  tools/check-host.sh [pcie-sched check options]
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+tools/install-deps.sh probe
+if [ ! -x .venv/bin/pcie-sched ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install -q -r requirements.txt .
+fi
+if [ "$#" -eq 0 ]; then
+    set -- --ports 16
+fi
+exec .venv/bin/pcie-sched check "$@"
