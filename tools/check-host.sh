@@ -5,11 +5,11 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 tools/install-deps.sh probe
-if [ ! -x .venv/bin/pcie-sched ]; then
-    python3 -m venv .venv
-    .venv/bin/pip install -q -r requirements.txt .
+if [ ! -x .venv-host/bin/pcie-sched ]; then
+    python3 -m venv .venv-host
+    .venv-host/bin/pip install -q -r requirements.txt .
 fi
 if [ "$#" -eq 0 ]; then
     set -- --ports 16
 fi
-exec .venv/bin/pcie-sched check "$@"
+exec .venv-host/bin/pcie-sched check "$@"
