@@ -1,10 +1,11 @@
 """PciHotplugPortsFilter: only hosts that can boot the requested ports.
 
-Enable in nova-scheduler's nova.conf::
+Enable in nova-scheduler's nova.conf (one line each; wrapped here)::
 
     [filter_scheduler]
     available_filters = nova.scheduler.filters.all_filters
-    available_filters = pcie_sched.filters.pci_hotplug_ports.PciHotplugPortsFilter
+    available_filters = \
+        pcie_sched.filters.pci_hotplug_ports.PciHotplugPortsFilter
     enabled_filters = ...,PciHotplugPortsFilter
 
 The per-request work (parsing the flavor, counting cold-plugged devices)

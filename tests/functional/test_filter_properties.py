@@ -38,8 +38,8 @@ class TestFilterProperties(test.NoDBTestCase):
     @settings(max_examples=300, deadline=None,
               suppress_health_check=[HealthCheck.too_slow,
                                      HealthCheck.function_scoped_fixture])
-    @given(flavor_value=st.one_of(st.none(),
-                                 test_spec_properties.text_values),
+    @given(flavor_value=st.one_of(
+               st.none(), test_spec_properties.text_values),
            hosts=st.lists(st.tuples(stat_values,
                                     st.lists(stat_values, max_size=3)),
                           max_size=4),
