@@ -15,6 +15,7 @@ import typing as ty
 # Order is the order of ``pcie-sched --help``.
 SUBCOMMANDS = (
     'validate',
+    'capacity',
 )
 
 
@@ -39,6 +40,8 @@ def main(argv: ty.Optional[ty.Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print('pcie-sched: interrupted', file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
 
 
 if __name__ == '__main__':

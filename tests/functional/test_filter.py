@@ -56,7 +56,8 @@ class TestCapacitySources(FilterTestCase):
         ('aggregates', {
             'hosts': dict(one=dict(aggregate_max=[64, 'junk']),
                           two=dict(aggregate_max=[64, 12]),
-                          neg=dict(aggregate_max=[-5])),
+                          neg=dict(aggregate_max=[-5],
+                                   hypervisor_type='ironic')),
             'requested': 16, 'expected': ['one']}),
         # Broken stats fall through to the next source.
         ('malformed_stats', {

@@ -1,0 +1,369 @@
+"""The capacity model: how many pcie-root-ports a guest can boot with.
+
+Given the machine (architecture, machine type and version, options), the
+firmware and the per-port properties, :func:`estimate` computes every
+budget that limits the number of root ports and reports the smallest one
+as ``limited_by``. Each number below comes from a mechanism, named where it
+is defined; the system tests boot the model's maximum and maximum + 1 on
+the host's real QEMU and firmware to keep the model honest.
+
+``max_ports`` counts root ports in total: the free hotplug ports *and* the
+ports that cold-plugged devices occupy.
+"""
+
+import dataclasses
+import re
+import typing as ty
+
+# -- PCI addressing ---------------------------------------------------------
+
+#: Device numbers on one bus: a 5-bit field in the config address.
+DEVICES_PER_BUS = 32
+#: Functions per device: a 3-bit field; a multifunction device (function 0
+#: with multifunction=on) can hold eight root ports in one slot.
+FUNCTIONS_PER_DEVICE = 8
+#: Bus numbers in one segment: an 8-bit field.
+BUS_NUMBERS_PER_SEGMENT = 256
+#: Bus numbers the root complex keeps: bus 0, the root bus itself.
+ROOT_BUS_NUMBERS = 1
+#: ECAM (PCIe enhanced configuration access) maps 4 KiB of configuration
+#: space per function, so one bus takes 32 x 8 x 4 KiB = 1 MiB of window.
+ECAM_BYTES_PER_BUS = DEVICES_PER_BUS * FUNCTIONS_PER_DEVICE * 4096
+MIB = 1024 * 1024
+
+# -- IO space ---------------------------------------------------------------
+
+#: x86 port IO is 16 bits wide; QEMU's aarch64 virt maps a 64 KiB PIO window.
+IO_SPACE_BYTES = 64 * 1024
+#: A PCI bridge's IO window has 4 KiB granularity.
+IO_WINDOW_BYTES = 4096
+
+# -- Machines ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Machine:
+    """What a machine type fixes before any port is added."""
+
+    #: Root bus device numbers the machine's own devices occupy.
+    reserved_devices: ty.Mapping[int, str]
+    #: ECAM window size in bytes.
+    ecam_bytes: int
+    #: Where the ECAM window size comes from, for the explanation.
+    ecam_source: str
+    #: Bytes of IO space the firmware hands to bridges (None: all of it).
+    bridge_io_bytes: ty.Mapping[str, int]
+
+
+#: q35's MCH at 00.0 and the ICH9 LPC/SATA/SMBus functions at 1f.x are
+#: part of the machine; QEMU refuses a device on 1f ("in use by ICH9-LPC").
+#: The MCH's PCIEXBAR decodes 256 MiB of MMCONFIG as set up by OVMF and
+#: SeaBIOS, enough for all 256 buses.
+_Q35 = _Machine(
+    reserved_devices={0x00: 'MCH host bridge', 0x1f: 'ICH9 LPC/SATA/SMBus'},
+    ecam_bytes=256 * MIB,
+    ecam_source='q35 MMCONFIG (PCIEXBAR) of 256 MiB',
+    # OVMF hands bridges the ports 0x6000-0xffff (the rest is legacy ISA
+    # and ACPI/PM); SeaBIOS assigns bridge IO only where a device behind
+    # the bridge has an IO BAR.
+    bridge_io_bytes={'uefi': 0x10000 - 0x6000, 'bios': 0},
+)
+
+#: aarch64 virt: the GPEX host bridge sits at 00.0. From machine type 2.12
+#: QEMU maps a 256 MiB ECAM above 4 GiB; older machine types, and any
+#: virt machine with highmem (or highmem-ecam) off, only have the 16 MiB
+#: ECAM below 4 GiB, i.e. 16 buses, so ports past the 15th get no bus
+#: number and AAVMF cannot reach what sits behind them.
+_VIRT_HIGH_ECAM = _Machine(
+    reserved_devices={0x00: 'GPEX host bridge'},
+    ecam_bytes=256 * MIB,
+    ecam_source='virt high ECAM window of 256 MiB',
+    bridge_io_bytes={'uefi': IO_SPACE_BYTES},
+)
+_VIRT_LOW_ECAM = dataclasses.replace(
+    _VIRT_HIGH_ECAM, ecam_bytes=16 * MIB,
+    ecam_source='virt low ECAM window of 16 MiB (machine type before 2.12, '
+                'or highmem/highmem-ecam off)')
+#: First virt machine type with the high ECAM window.
+VIRT_HIGH_ECAM_SINCE = (2, 12)
+
+ARCHES = ('x86_64', 'aarch64')
+FIRMWARE = ('uefi', 'bios')
+PORT_PROPERTIES = ('bus-reserve', 'io-reserve', 'mem-reserve',
+                   'pref64-reserve')
+
+# Budget names are a stable interface (JSON output, logs, docs).
+ROOT_BUS_SLOTS = 'root-bus-slots'
+BUS_NUMBERS = 'bus-numbers'
+ECAM_WINDOW = 'ecam-window'
+IO_SPACE = 'io-space'
+FIRMWARE_LIMIT = 'firmware'
+
+
+class UnsupportedMachine(ValueError):
+    """The model has nothing to say about this machine."""
+
+    def __init__(self, what: str, value: ty.Any, accepted: str) -> None:
+        self.what = what
+        self.value = value
+        self.accepted = accepted
+        super().__init__(f'{what}={value!r} is not supported; accepted: '
+                         f'{accepted}')
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineProfile:
+    """Everything about a guest's machine that bounds its root ports."""
+
+    arch: str
+    machine: str
+    firmware: str = 'uefi'
+    qemu_version: ty.Optional[ty.Tuple[int, int]] = None
+    ports_per_slot: int = FUNCTIONS_PER_DEVICE
+    port_properties: ty.Mapping[str, int] = dataclasses.field(
+        default_factory=dict)
+    #: Devices the guest puts on the root bus besides the machine's own
+    #: (libvirt's video device sits at 00.1 on q35, for example).
+    root_bus_devices: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """One resource and the most root ports it allows."""
+
+    name: str
+    max_ports: int
+    detail: str
+    inputs: ty.Mapping[str, ty.Any]
+
+    def to_dict(self) -> dict:
+        return {'max_ports': self.max_ports, 'detail': self.detail,
+                'inputs': dict(self.inputs)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """How many of ``max_ports`` ports the firmware gives windows to."""
+
+    io: int
+    memory: int
+    detail: str
+
+    def to_dict(self) -> dict:
+        return {'io': self.io, 'memory': self.memory, 'detail': self.detail}
+
+
+@dataclasses.dataclass(frozen=True)
+class Capacity:
+    max_ports: int
+    limited_by: str
+    budgets: ty.Mapping[str, Budget]
+    explanation: str
+    windows: Windows
+    profile: MachineProfile
+
+    def to_dict(self) -> dict:
+        return {
+            'max_ports': self.max_ports,
+            'limited_by': self.limited_by,
+            'budgets': {name: budget.to_dict()
+                        for name, budget in self.budgets.items()},
+            'explanation': self.explanation,
+            'windows': self.windows.to_dict(),
+            'profile': {
+                'arch': self.profile.arch,
+                'machine': self.profile.machine,
+                'firmware': self.profile.firmware,
+                'qemu_version': ('.'.join(map(str, self.profile.qemu_version))
+                                 if self.profile.qemu_version else None),
+                'ports_per_slot': self.profile.ports_per_slot,
+                'port_properties': dict(self.profile.port_properties),
+                'root_bus_devices': self.profile.root_bus_devices,
+            },
+        }
+
+
+def qemu_version_from_hypervisor_version(version: int) -> ty.Tuple[int, int]:
+    """nova and libvirt encode QEMU 7.2.0 as 7002000."""
+    if isinstance(version, bool) or not isinstance(version, int) or (
+            version <= 0):
+        raise UnsupportedMachine('hypervisor_version', version,
+                                 'a positive integer such as 7002000')
+    return version // 1000000, (version // 1000) % 1000
+
+
+_MACHINE = re.compile(
+    r'(?P<base>q35|pc-q35-(?P<q35v>\d+\.\d+)|virt|virt-(?P<virtv>\d+\.\d+))')
+
+
+def parse_machine(arch: str, machine: str
+                  ) -> ty.Tuple[str, ty.Optional[ty.Tuple[int, int]],
+                                ty.Dict[str, str]]:
+    """Split ``'virt-2.11,highmem=off'`` into family, version, options."""
+    accepted = {'x86_64': "'q35' or 'pc-q35-X.Y'",
+                'aarch64': "'virt' or 'virt-X.Y'"}
+    if arch not in ARCHES:
+        raise UnsupportedMachine('arch', arch, ', '.join(ARCHES))
+    if not isinstance(machine, str):
+        raise UnsupportedMachine('machine', machine, accepted[arch])
+    name, _, rest = machine.partition(',')
+    match = _MACHINE.fullmatch(name)
+    family = None
+    if match:
+        family = 'q35' if name.startswith(('q35', 'pc-q35')) else 'virt'
+    if family != {'x86_64': 'q35', 'aarch64': 'virt'}[arch]:
+        raise UnsupportedMachine(
+            'machine', machine,
+            f"{accepted[arch]}, optionally followed by ',option=value'")
+    raw_version = match.group('q35v') or match.group('virtv')
+    version = (tuple(int(part) for part in raw_version.split('.'))
+               if raw_version else None)
+    options = {}
+    for item in filter(None, rest.split(',')):
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise UnsupportedMachine('machine option', item,
+                                     'key=value, such as highmem=off')
+        options[key.strip()] = value.strip()
+    return family, version, options
+
+
+def _machine_for(profile: MachineProfile) -> _Machine:
+    family, version, options = parse_machine(profile.arch, profile.machine)
+    if family == 'q35':
+        return _Q35
+    off = ('off', 'false', 'no')
+    if (options.get('highmem') in off or options.get('highmem-ecam') in off):
+        return _VIRT_LOW_ECAM
+    # Plain 'virt' is the newest machine type of that QEMU; QEMU older than
+    # 2.12 has no high ECAM at all.
+    effective = version or profile.qemu_version
+    if effective is not None and tuple(effective) < VIRT_HIGH_ECAM_SINCE:
+        return _VIRT_LOW_ECAM
+    return _VIRT_HIGH_ECAM
+
+
+def _check(profile: MachineProfile) -> None:
+    if profile.firmware not in FIRMWARE:
+        raise UnsupportedMachine('firmware', profile.firmware,
+                                 ', '.join(FIRMWARE))
+    if profile.arch == 'aarch64' and profile.firmware != 'uefi':
+        raise UnsupportedMachine('firmware', profile.firmware,
+                                 "'uefi' (AAVMF) on aarch64")
+    if profile.ports_per_slot not in (1, FUNCTIONS_PER_DEVICE):
+        raise UnsupportedMachine('ports_per_slot', profile.ports_per_slot,
+                                 f'1 or {FUNCTIONS_PER_DEVICE}')
+    for key, value in profile.port_properties.items():
+        if key not in PORT_PROPERTIES:
+            raise UnsupportedMachine('port property', key,
+                                     ', '.join(PORT_PROPERTIES))
+        if isinstance(value, bool) or not isinstance(value, int) or (
+                value < 0):
+            raise UnsupportedMachine(key, value, 'a non-negative integer')
+    if profile.port_properties.get('bus-reserve', 0) > (
+            BUS_NUMBERS_PER_SEGMENT):
+        raise UnsupportedMachine('bus-reserve',
+                                 profile.port_properties['bus-reserve'],
+                                 f'0 to {BUS_NUMBERS_PER_SEGMENT}')
+    if (isinstance(profile.root_bus_devices, bool) or
+            not isinstance(profile.root_bus_devices, int) or
+            not 0 <= profile.root_bus_devices < DEVICES_PER_BUS):
+        raise UnsupportedMachine('root_bus_devices', profile.root_bus_devices,
+                                 f'0 to {DEVICES_PER_BUS - 1}')
+
+
+def estimate(profile: MachineProfile) -> Capacity:
+    """Every budget for ``profile`` and the one that binds."""
+    _check(profile)
+    machine = _machine_for(profile)
+    buses_per_port = 1 + profile.port_properties.get('bus-reserve', 0)
+
+    free_slots = max(DEVICES_PER_BUS - len(machine.reserved_devices) -
+                     profile.root_bus_devices, 0)
+    reserved = ', '.join(f'{number:02x} ({what})' for number, what in
+                         sorted(machine.reserved_devices.items()))
+    budgets = {}
+    budgets[ROOT_BUS_SLOTS] = Budget(
+        ROOT_BUS_SLOTS, free_slots * profile.ports_per_slot,
+        f'{DEVICES_PER_BUS} device numbers on the root bus, minus '
+        f'{reserved} and {profile.root_bus_devices} other root bus '
+        f'device(s), leaves {free_slots} slots x {profile.ports_per_slot} '
+        f'port(s) per slot',
+        {'devices_per_bus': DEVICES_PER_BUS,
+         'reserved_devices': len(machine.reserved_devices),
+         'root_bus_devices': profile.root_bus_devices,
+         'ports_per_slot': profile.ports_per_slot})
+
+    secondary_buses = BUS_NUMBERS_PER_SEGMENT - ROOT_BUS_NUMBERS
+    budgets[BUS_NUMBERS] = Budget(
+        BUS_NUMBERS, secondary_buses // buses_per_port,
+        f'{BUS_NUMBERS_PER_SEGMENT} bus numbers minus the root bus leaves '
+        f'{secondary_buses}, at {buses_per_port} per port '
+        f'(1 + bus-reserve)',
+        {'bus_numbers': BUS_NUMBERS_PER_SEGMENT,
+         'buses_per_port': buses_per_port})
+
+    ecam_buses = min(machine.ecam_bytes // ECAM_BYTES_PER_BUS,
+                     BUS_NUMBERS_PER_SEGMENT)
+    budgets[ECAM_WINDOW] = Budget(
+        ECAM_WINDOW, max(ecam_buses - ROOT_BUS_NUMBERS, 0) // buses_per_port,
+        f'{machine.ecam_source} maps {ecam_buses} buses at 1 MiB each; '
+        f'minus the root bus, at {buses_per_port} per port',
+        {'ecam_bytes': machine.ecam_bytes, 'ecam_buses': ecam_buses,
+         'buses_per_port': buses_per_port})
+
+    max_ports = min(budget.max_ports for budget in budgets.values())
+    # Ties go to the most fundamental budget (dict order above).
+    limited_by = next(name for name, budget in budgets.items()
+                      if budget.max_ports == max_ports)
+    windows = _windows(profile, machine, max_ports)
+    budgets[IO_SPACE] = Budget(
+        IO_SPACE, max_ports,
+        f'does not stop the boot: {windows.detail}',
+        {'io_space_bytes': IO_SPACE_BYTES,
+         'io_window_bytes': IO_WINDOW_BYTES,
+         'bridge_io_bytes': machine.bridge_io_bytes.get(profile.firmware)})
+    binding = budgets[limited_by]
+    explanation = (
+        f'{profile.arch} {profile.machine} with {profile.firmware} firmware '
+        f'boots at most {max_ports} root ports, limited by {limited_by}: '
+        f'{binding.detail}.')
+    return Capacity(max_ports, limited_by, budgets, explanation, windows,
+                    profile)
+
+
+def _windows(profile: MachineProfile, machine: _Machine,
+             ports: int) -> Windows:
+    """Which ports get IO and 32-bit memory windows from the firmware.
+
+    Measured with QMP ``query-pci`` after the firmware ran: OVMF gives IO
+    windows until its bridge IO space is gone and then also leaves the
+    remaining ports without a 32-bit memory window, unless the port asks
+    for no IO (``io-reserve=0``), in which case every port gets a memory
+    window and none an IO window. SeaBIOS gives every hotplug port a
+    memory window and IO only where a device needs it. A port without a
+    memory window cannot take a hot-plugged PCIe device.
+    """
+    io_reserve = profile.port_properties.get('io-reserve')
+    bridge_io = machine.bridge_io_bytes.get(profile.firmware,
+                                            IO_SPACE_BYTES)
+    if io_reserve == 0 or bridge_io == 0:
+        return Windows(0, ports, 'no port asks for IO space '
+                       '(io-reserve=0, or the firmware assigns IO only on '
+                       'demand), so every port gets a memory window')
+    io_windows = min(ports, bridge_io // IO_WINDOW_BYTES)
+    if io_windows >= ports:
+        return Windows(ports, ports, f'{bridge_io // 1024} KiB of bridge IO '
+                       f'space covers all {ports} ports at 4 KiB each')
+    # AAVMF shares OVMF's PCI bus driver, so it is assumed to behave alike.
+    if profile.firmware == 'uefi':
+        return Windows(
+            io_windows, io_windows,
+            f'{bridge_io // 1024} KiB of bridge IO space at 4 KiB per port '
+            f'gives {io_windows} ports an IO window; OVMF leaves the other '
+            f'{ports - io_windows} without a memory window too, so they '
+            f'cannot take a hot-plugged device: set io-reserve=0')
+    return Windows(io_windows, ports,
+                   f'{bridge_io // 1024} KiB of bridge IO space at 4 KiB per '
+                   f'port gives {io_windows} ports an IO window; every port '
+                   f'gets a memory window')

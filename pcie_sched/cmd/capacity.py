@@ -1,0 +1,87 @@
+"""``pcie-sched capacity``: what the capacity model predicts, and why."""
+
+from pcie_sched import capacity
+from pcie_sched.cmd import output
+
+
+def add_machine_arguments(parser, firmware_help: str = '') -> None:
+    """Arguments shared by every subcommand that names a guest machine."""
+    parser.add_argument('--arch', default='x86_64', choices=capacity.ARCHES,
+                        help='guest architecture (default: %(default)s)')
+    parser.add_argument('--machine', default=None,
+                        help="machine type, e.g. q35, pc-q35-7.2, virt, "
+                             "virt-2.11 or 'virt,highmem=off' (default: q35 "
+                             "on x86_64, virt on aarch64)")
+    parser.add_argument('--firmware', default='uefi',
+                        help=firmware_help or 'uefi (OVMF/AAVMF) or bios '
+                                              '(SeaBIOS); default: uefi')
+
+
+def default_machine(arch: str) -> str:
+    return {'x86_64': 'q35', 'aarch64': 'virt'}[arch]
+
+
+def parse_port_property(text: str):
+    key, sep, value = text.partition('=')
+    if not sep or not value.isascii() or not value.isdigit():
+        raise ValueError(f'--port-prop {text!r}: expected NAME=INTEGER with '
+                         f'NAME one of {", ".join(capacity.PORT_PROPERTIES)}')
+    return key, int(value)
+
+
+def parse_version(text: str):
+    parts = text.split('.')
+    if len(parts) < 2 or not all(p.isascii() and p.isdigit()
+                                 for p in parts[:2]):
+        raise ValueError(f'--qemu-version {text!r}: expected MAJOR.MINOR, '
+                         f'such as 7.2')
+    return int(parts[0]), int(parts[1])
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'capacity', help='predict the most root ports a machine boots',
+        description='Compute every budget that limits the number of '
+                    'pcie-root-ports (root bus slots, bus numbers, ECAM '
+                    'window, IO space) and report the one that binds.')
+    add_machine_arguments(parser)
+    parser.add_argument('--qemu-version', default=None,
+                        help='QEMU version MAJOR.MINOR (matters for plain '
+                             "'virt' on QEMU older than 2.12)")
+    parser.add_argument('--ports-per-slot', type=int, default=8,
+                        choices=(1, 8),
+                        help='1, or 8 packed as multifunction (default)')
+    parser.add_argument('--port-prop', action='append', default=[],
+                        metavar='NAME=VALUE',
+                        help='pcie-root-port property, e.g. bus-reserve=8 '
+                             '(repeatable)')
+    parser.add_argument('--root-bus-devices', type=int, default=0,
+                        help='other devices on the root bus, e.g. 1 for '
+                             "libvirt's video device (default: 0)")
+    output.add_format_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        properties = dict(parse_port_property(item)
+                          for item in args.port_prop)
+        version = (parse_version(args.qemu_version)
+                   if args.qemu_version else None)
+        result = capacity.estimate(capacity.MachineProfile(
+            arch=args.arch, machine=args.machine or default_machine(args.arch),
+            firmware=args.firmware, qemu_version=version,
+            ports_per_slot=args.ports_per_slot, port_properties=properties,
+            root_bus_devices=args.root_bus_devices))
+    except ValueError as exc:
+        output.error(str(exc))
+        return 2
+    if args.format == 'json':
+        output.emit_json(result.to_dict())
+        return 0
+    print(result.explanation)
+    for name, budget in result.budgets.items():
+        marker = '*' if name == result.limited_by else ' '
+        print(f' {marker} {name:15} {budget.max_ports:4}  {budget.detail}')
+    print(f'   windows: {result.windows.detail}')
+    return 0
