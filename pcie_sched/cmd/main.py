@@ -16,6 +16,7 @@ import typing as ty
 SUBCOMMANDS = (
     'validate',
     'capacity',
+    'render',
 )
 
 
