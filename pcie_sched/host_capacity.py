@@ -130,11 +130,11 @@ class ModelCache:
         # Imported here so that the filter's module stays importable (and
         # the no-spec path free) even if the model cannot load.
         from pcie_sched import capacity
+        from pcie_sched import topology
         try:
-            profile = capacity.MachineProfile(
-                arch=arch, machine=machine,
-                firmware=self._firmware.get(arch, 'uefi'),
-                qemu_version=capacity.qemu_version_from_hypervisor_version(
+            profile = topology.machine_profile(
+                arch, machine, self._firmware.get(arch, 'uefi'),
+                capacity.qemu_version_from_hypervisor_version(
                     hypervisor_version))
             return capacity.estimate(profile).max_ports
         except ValueError:

@@ -27,10 +27,31 @@ QEMU_XML_NS = 'http://libvirt.org/schemas/domain/qemu/1.0'
 #: Properties every port gets; see the module docstring.
 DEFAULT_PORT_PROPERTIES: ty.Mapping[str, int] = {'io-reserve': 0}
 
-#: First root bus device number the plan uses. On q35 libvirt puts the
-#: video device at 00:01.0, so ports start at slot 2; on aarch64 virt
-#: nova's video device is a PCIe device behind a port, so slot 1 is free.
-FIRST_SLOT = {'q35': 2, 'virt': 1}
+#: Root bus slots a nova guest's other devices take before the ports. On
+#: q35 libvirt puts the video device at 00:01.0; on aarch64 virt nova's
+#: video device is a PCIe device behind a port, so the root bus is free.
+ROOT_BUS_DEVICES = {'q35': 1, 'virt': 0}
+
+
+def machine_profile(arch: str, machine: str, firmware: str = 'uefi',
+                    qemu_version: ty.Optional[ty.Tuple[int, int]] = None,
+                    root_bus_devices: ty.Optional[int] = None
+                    ) -> capacity.MachineProfile:
+    """The capacity model's view of the guests this module lays out.
+
+    The scheduler, the compute driver and the probe all judge a host with
+    this profile, so the number they compare is the number of ports
+    :func:`plan` can actually give a guest.
+    """
+    if root_bus_devices is None:
+        family, _, _ = capacity.parse_machine(arch, machine)
+        root_bus_devices = ROOT_BUS_DEVICES[family]
+    return capacity.MachineProfile(
+        arch=arch, machine=machine, firmware=firmware,
+        qemu_version=qemu_version,
+        ports_per_slot=capacity.FUNCTIONS_PER_DEVICE,
+        port_properties=dict(DEFAULT_PORT_PROPERTIES),
+        root_bus_devices=root_bus_devices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,13 +97,17 @@ class TopologyError(ValueError):
 def plan(free_ports: int, cold_plugged: ty.Union[ty.Sequence[str], int] = (),
          arch: str = 'x86_64', machine: ty.Optional[str] = None, *,
          hotplug_on_cold_plugged: bool = True,
-         ports_per_slot: int = capacity.FUNCTIONS_PER_DEVICE) -> Plan:
+         ports_per_slot: int = capacity.FUNCTIONS_PER_DEVICE,
+         root_bus_devices: ty.Optional[int] = None) -> Plan:
     """Lay out ``free_ports`` free ports after the cold-plugged devices' own.
 
     :param cold_plugged: names of the cold-plugged PCIe devices (one port
         each, the first ports, in the given order), or just their count.
     :param hotplug_on_cold_plugged: False turns hotplug off on occupied
         ports so the guest cannot eject, say, its own boot disk.
+    :param root_bus_devices: root bus slots to leave for other devices
+        before the first port (default: :data:`ROOT_BUS_DEVICES`; the
+        probe, which boots without video, passes 0).
     :raises TopologyError: the request does not fit the machine's root
         bus (the message names the counts and the limit).
     """
@@ -101,7 +126,9 @@ def plan(free_ports: int, cold_plugged: ty.Union[ty.Sequence[str], int] = (),
     if ports_per_slot not in (1, capacity.FUNCTIONS_PER_DEVICE):
         raise TopologyError(f'ports_per_slot={ports_per_slot!r}: expected 1 '
                             f'or {capacity.FUNCTIONS_PER_DEVICE}')
-    first_slot = FIRST_SLOT[family]
+    if root_bus_devices is None:
+        root_bus_devices = ROOT_BUS_DEVICES[family]
+    first_slot = 1 + root_bus_devices
     reserved = {0x00, 0x1f} if family == 'q35' else {0x00}
     slots = [slot for slot in range(first_slot, capacity.DEVICES_PER_BUS)
              if slot not in reserved]

@@ -11,6 +11,7 @@ import testscenarios
 from pcie_sched import capacity
 from pcie_sched.filters import pci_hotplug_ports
 from pcie_sched import spec
+from pcie_sched import topology
 from tests.functional import scheduler_support as support
 
 load_tests = testscenarios.load_tests_apply_scenarios
@@ -170,9 +171,8 @@ class TestCapacityModelSource(FilterTestCase):
         self.flags(default_firmware={self.arch: self.firmware},
                    default_machine_types={self.arch: self.machine},
                    group='pcie_sched')
-        expected = capacity.estimate(capacity.MachineProfile(
-            arch=self.arch, machine=self.machine, firmware=self.firmware,
-            qemu_version=(7, 2))).max_ports
+        expected = capacity.estimate(topology.machine_profile(
+            self.arch, self.machine, self.firmware, (7, 2))).max_ports
         self.assertGreater(expected, RESERVE)
         host = support.make_host('plain', arch=self.arch)
         fits = support.make_request(ports(expected - RESERVE))
