@@ -8,8 +8,9 @@ entry point that ``oslo-config-generator`` and the docs read.
 from oslo_config import cfg
 
 from pcie_sched.conf import pcie_sched
+from pcie_sched.conf import probe
 
-_GROUP_MODULES = (pcie_sched,)
+_GROUP_MODULES = (pcie_sched, probe)
 
 CONF = cfg.CONF
 

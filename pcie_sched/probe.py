@@ -1,0 +1,431 @@
+"""Measure what this host's real QEMU and firmware boot.
+
+:func:`boot` starts QEMU with the port plan :mod:`pcie_sched.topology`
+would give a guest (the boot disk from :mod:`pcie_sched.payload` behind
+the first port) and watches the serial console:
+
+``booted``
+    the payload's marker appeared: the firmware enumerated the ports and
+    reached the disk behind port 1.
+``firmware-shell``
+    the firmware gave up on booting: a UEFI ``Shell>`` prompt with no
+    marker after it, or SeaBIOS's "No bootable device".
+``hang``
+    QEMU runs but the console has been silent for ``stall_timeout``.
+``qemu-error``
+    QEMU exited before the payload ran; ``detail`` holds its message.
+``timeout``
+    the console kept changing but no verdict came within ``timeout``.
+
+QEMU always runs in its own process group and is killed and reaped on
+every path out of :func:`boot` (verdict, exception, Ctrl-C); its private
+temporary directory (serial log, firmware variable store) goes with it.
+:func:`find_max` searches for the largest bootable count, starting from
+the capacity model's prediction, and caches the answer under a
+fingerprint of the QEMU binary, the firmware file and the machine type.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess  # nosec B404: argument lists only, no shell
+import tempfile
+import time
+import typing as ty
+
+from pcie_sched import capacity
+from pcie_sched import hostinfo
+from pcie_sched import payload
+from pcie_sched import topology
+
+BOOTED = 'booted'
+FIRMWARE_SHELL = 'firmware-shell'
+HANG = 'hang'
+QEMU_ERROR = 'qemu-error'
+TIMEOUT = 'timeout'
+OUTCOMES = (BOOTED, FIRMWARE_SHELL, HANG, QEMU_ERROR, TIMEOUT)
+
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_STALL_TIMEOUT = 120.0
+#: After a UEFI shell prompt, how long a startup.nsh payload may take to
+#: print its marker (AAVMF counts down 5 seconds first).
+SHELL_GRACE = 15.0
+_POLL = 0.2
+#: Bumped whenever the boot recipe changes, so cached results expire.
+RECIPE_VERSION = 1
+
+_ANSI = re.compile(r'\x1b\[[0-9;?]*[A-Za-z]')
+_SHELL_PROMPT = re.compile(r'Shell> ?')
+_NO_BOOT_DEVICE = re.compile(r'No bootable device')
+
+
+class ProbeError(RuntimeError):
+    """The probe could not run (missing QEMU, firmware, tools...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BootResult:
+    outcome: str
+    seconds: float
+    ports: int
+    arch: str
+    machine: str
+    firmware: str
+    detail: str = ''
+    serial_tail: str = ''
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class FindMaxResult:
+    max_ports: int
+    boots: int
+    seconds: float
+    model_max_ports: int
+    limited_by: str
+    strategy: str
+    fingerprint: str
+    steps: ty.Tuple[ty.Tuple[int, str, float], ...]
+    cached: bool = False
+
+    def to_dict(self) -> dict:
+        document = dataclasses.asdict(self)
+        document['steps'] = [
+            {'ports': ports, 'outcome': outcome, 'seconds': seconds}
+            for ports, outcome, seconds in self.steps]
+        return document
+
+
+def clean_console(raw: str) -> str:
+    """Serial output without terminal escapes and carriage returns."""
+    return _ANSI.sub('', raw).replace('\r', '\n')
+
+
+def marker_seen(text: str) -> bool:
+    return any(line.strip() == payload.MARKER for line in text.split('\n'))
+
+
+def classify_console(text: str, now: float, shell_seen_at: ty.Optional[float]
+                     ) -> ty.Tuple[ty.Optional[str], ty.Optional[float]]:
+    """A verdict from the console so far, or None to keep watching.
+
+    Returns ``(outcome, shell_seen_at)``; the caller passes the second
+    value back in so the shell grace period survives between polls.
+    """
+    if marker_seen(text):
+        return BOOTED, shell_seen_at
+    if _NO_BOOT_DEVICE.search(text):
+        return FIRMWARE_SHELL, shell_seen_at
+    if _SHELL_PROMPT.search(text):
+        if shell_seen_at is None:
+            shell_seen_at = now
+        elif now - shell_seen_at >= SHELL_GRACE:
+            return FIRMWARE_SHELL, shell_seen_at
+    return None, shell_seen_at
+
+
+def default_cache_dir() -> str:
+    from pcie_sched import conf
+    configured = conf.CONF.pcie_sched_probe.cache_dir
+    if configured:
+        return configured
+    if os.geteuid() == 0:
+        return '/var/cache/pcie-sched'
+    return os.path.join(os.path.expanduser('~'), '.cache', 'pcie-sched')
+
+
+def qemu_command(arch: str, machine: str, fw: hostinfo.Firmware,
+                 plan: topology.Plan, disk: str, workdir: str,
+                 accel: str) -> ty.List[str]:
+    """QEMU's argument list: no network, no host devices, no display."""
+    command = [hostinfo.qemu_binary(arch), '-machine', machine,
+               '-accel', accel, '-m', '512', '-nodefaults', '-no-user-config',
+               '-display', 'none', '-monitor', 'none', '-net', 'none',
+               '-serial', f'file:{os.path.join(workdir, "serial.log")}']
+    if arch == 'aarch64':
+        command += ['-cpu', 'max' if accel == 'kvm' else 'cortex-a57']
+    if fw.kind == 'uefi':
+        variables = os.path.join(workdir, 'vars.fd')
+        shutil.copyfile(fw.variables, variables)
+        command += [
+            '-drive', f'if=pflash,format=raw,readonly=on,file={fw.code}',
+            '-drive', f'if=pflash,format=raw,file={variables}']
+    else:
+        command += ['-bios', fw.code]
+    command += topology.to_qemu_args(plan)
+    command += ['-drive', f'if=none,id=bootdisk,format=raw,readonly=on,'
+                          f'file={disk}',
+                '-device', f'virtio-blk-pci,drive=bootdisk,'
+                           f'bus={plan.ports[0].qemu_id}']
+    return command
+
+
+def probe_plan(ports: int, arch: str, machine: str) -> topology.Plan:
+    """The plan a guest with ``ports`` root ports in total would get."""
+    if isinstance(ports, bool) or not isinstance(ports, int) or ports < 1:
+        raise ProbeError(f'ports={ports!r}: expected an integer of at least '
+                         f'1 (the boot disk needs a port)')
+    try:
+        return topology.plan(ports - 1, ['boot-disk'], arch, machine)
+    except topology.TopologyError as exc:
+        raise ProbeError(str(exc)) from exc
+
+
+def _resolve_accel(accel: str) -> str:
+    if accel == 'auto':
+        return 'kvm' if hostinfo.kvm_usable() else 'tcg'
+    if accel == 'kvm' and not hostinfo.kvm_usable():
+        raise ProbeError('accel=kvm asked for but /dev/kvm is not usable; '
+                         'accepted: tcg, or auto to use KVM when available')
+    if accel not in ('tcg', 'kvm'):
+        raise ProbeError(f'accel={accel!r}; accepted: tcg, kvm, auto')
+    return accel
+
+
+def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
+         timeout: float = DEFAULT_TIMEOUT,
+         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+         accel: str = 'tcg', cache_dir: ty.Optional[str] = None
+         ) -> BootResult:
+    """Boot once with ``ports`` root ports and say how it went."""
+    try:
+        fw = hostinfo.firmware(arch, firmware)
+        plan = probe_plan(ports, arch, machine)
+        accel = _resolve_accel(accel)
+        disk = payload.disk_image(arch, fw.kind,
+                                  cache_dir or default_cache_dir())
+    except (hostinfo.HostError, payload.PayloadError) as exc:
+        raise ProbeError(str(exc)) from exc
+    workdir = tempfile.mkdtemp(prefix='pcie-sched-probe-')
+    process = None
+    try:
+        command = qemu_command(arch, machine, fw, plan, disk, workdir, accel)
+        stderr_path = os.path.join(workdir, 'qemu.stderr')
+        start = time.monotonic()
+        with open(stderr_path, 'wb') as stderr:
+            process = subprocess.Popen(  # nosec B603
+                command, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=stderr,
+                start_new_session=True)
+        outcome, detail, text = _watch(
+            process, os.path.join(workdir, 'serial.log'), stderr_path,
+            start, timeout, stall_timeout)
+        seconds = round(time.monotonic() - start, 3)
+        return BootResult(outcome, seconds, ports, arch, machine, firmware,
+                          detail, text[-400:])
+    finally:
+        _stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _watch(process, serial_path, stderr_path, start, timeout,
+           stall_timeout) -> ty.Tuple[str, str, str]:
+    text = ''
+    size = -1
+    last_change = start
+    shell_seen_at = None
+    while True:
+        now = time.monotonic()
+        try:
+            with open(serial_path, 'rb') as serial:
+                raw = serial.read()
+        except FileNotFoundError:
+            raw = b''
+        if len(raw) != size:
+            size = len(raw)
+            last_change = now
+            text = clean_console(raw.decode('utf-8', errors='replace'))
+        verdict, shell_seen_at = classify_console(text, now, shell_seen_at)
+        if verdict is not None:
+            return verdict, _verdict_detail(verdict), text
+        status = process.poll()
+        if status is not None:
+            with open(stderr_path, 'rb') as stderr:
+                message = stderr.read().decode('utf-8', errors='replace')
+            message = message.strip().splitlines()
+            return (QEMU_ERROR,
+                    message[-1] if message else
+                    f'QEMU exited with status {status} before the payload '
+                    f'ran', text)
+        if now - start >= timeout:
+            return TIMEOUT, f'no verdict within {timeout:g}s', text
+        if now - last_change >= stall_timeout:
+            return (HANG, f'console silent for {stall_timeout:g}s while '
+                          f'QEMU kept running', text)
+        time.sleep(_POLL)
+
+
+def _verdict_detail(outcome: str) -> str:
+    return {BOOTED: 'the payload behind port 1 ran',
+            FIRMWARE_SHELL: 'the firmware stopped without reaching the '
+                            'boot disk behind port 1'}.get(outcome, '')
+
+
+def _stop(process) -> None:
+    if process is None:
+        return
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # pragma: no cover - kernel stuck
+        process.kill()
+        process.wait()
+
+
+def model_capacity(arch: str, machine: str, firmware: str
+                   ) -> capacity.Capacity:
+    fw = hostinfo.firmware(arch, firmware)
+    _, version = hostinfo.qemu_version(hostinfo.qemu_binary(arch))
+    return capacity.estimate(topology.machine_profile(arch, machine, fw.kind,
+                                                      version))
+
+
+def fingerprint(arch: str, machine: str, firmware: str) -> str:
+    """What a measured maximum depends on: QEMU, firmware, machine."""
+    import hashlib
+    binary = hostinfo.qemu_binary(arch)
+    version_line, _ = hostinfo.qemu_version(binary)
+    fw = hostinfo.firmware(arch, firmware)
+    parts = [f'recipe={RECIPE_VERSION}', f'arch={arch}',
+             f'machine={machine}', f'qemu={version_line}',
+             f'qemu-binary={hostinfo.file_digest(binary)}',
+             f'firmware={fw.kind}:{fw.digest()}']
+    return hashlib.sha256('\n'.join(parts).encode()).hexdigest()
+
+
+def _cache_path(cache_dir: str, key: str) -> str:
+    return os.path.join(cache_dir, f'find-max-{key}.json')
+
+
+def load_cached(arch: str, machine: str, firmware: str,
+                cache_dir: ty.Optional[str] = None
+                ) -> ty.Optional[FindMaxResult]:
+    """The cached find-max result for this host's current binaries."""
+    try:
+        key = fingerprint(arch, machine, firmware)
+    except hostinfo.HostError:
+        return None
+    path = _cache_path(cache_dir or default_cache_dir(), key)
+    try:
+        with open(path) as handle:
+            document = json.load(handle)
+        steps = tuple((int(s['ports']), str(s['outcome']),
+                       float(s['seconds'])) for s in document['steps'])
+        result = FindMaxResult(
+            int(document['max_ports']), int(document['boots']),
+            float(document['seconds']), int(document['model_max_ports']),
+            str(document['limited_by']), str(document['strategy']),
+            str(document['fingerprint']), steps, cached=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        # Missing, unreadable or corrupt: measure again rather than trust.
+        return None
+    return result if result.fingerprint == key else None
+
+
+def load_cached_max(arch: str, machine: str, firmware: str,
+                    cache_dir: ty.Optional[str] = None) -> ty.Optional[int]:
+    result = load_cached(arch, machine, firmware, cache_dir)
+    return None if result is None else result.max_ports
+
+
+def _store(cache_dir: str, result: FindMaxResult) -> None:
+    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    handle, staged = tempfile.mkstemp(prefix='.find-max-', dir=cache_dir)
+    try:
+        with os.fdopen(handle, 'w') as out:
+            document = result.to_dict()
+            document.pop('cached')
+            json.dump(document, out, indent=2, sort_keys=True)
+        os.replace(staged, _cache_path(cache_dir, result.fingerprint))
+    except BaseException:
+        os.unlink(staged)
+        raise
+
+
+def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
+             strategy: str = 'model', use_cache: bool = True,
+             cache_dir: ty.Optional[str] = None,
+             progress: ty.Optional[ty.Callable[[str], None]] = None,
+             **boot_options) -> FindMaxResult:
+    """The largest number of root ports this host boots.
+
+    ``strategy='model'`` boots the model's prediction and one more (two
+    boots when the model is right; one when one more does not even fit
+    the root bus), and falls back to bisection around it otherwise.
+    ``strategy='bisect'`` bisects the whole range without the model.
+    """
+    if strategy not in ('model', 'bisect'):
+        raise ProbeError(f'strategy={strategy!r}; accepted: model, bisect')
+    cache_dir = cache_dir or default_cache_dir()
+    try:
+        key = fingerprint(arch, machine, firmware)
+        model = model_capacity(arch, machine, firmware)
+    except (hostinfo.HostError, capacity.UnsupportedMachine) as exc:
+        raise ProbeError(str(exc)) from exc
+    if use_cache:
+        cached = load_cached(arch, machine, firmware, cache_dir)
+        if cached is not None:
+            return cached
+    say = progress or (lambda message: None)
+    limit = _plan_limit(arch, machine)
+    steps = []
+    start = time.monotonic()
+
+    def boots(count: int) -> bool:
+        if count > limit:
+            say(f'{count} ports: do not fit the root bus (at most {limit})')
+            return False
+        say(f'booting with {count} root ports ...')
+        result = boot(arch, machine, firmware, count, cache_dir=cache_dir,
+                      **boot_options)
+        steps.append((count, result.outcome, result.seconds))
+        say(f'{count} ports: {result.outcome} in {result.seconds:.1f}s')
+        return result.outcome == BOOTED
+
+    if strategy == 'model':
+        best = _model_guided(model.max_ports, limit, boots)
+    else:
+        best = _bisect(0, limit + 1, boots)
+    result = FindMaxResult(
+        best, len(steps), round(time.monotonic() - start, 3),
+        model.max_ports, model.limited_by, strategy, key, tuple(steps))
+    _store(cache_dir, result)
+    return result
+
+
+def _plan_limit(arch: str, machine: str) -> int:
+    return capacity.estimate(topology.machine_profile(
+        arch, machine)).budgets[capacity.ROOT_BUS_SLOTS].max_ports
+
+
+def _model_guided(predicted: int, limit: int,
+                  boots: ty.Callable[[int], bool]) -> int:
+    if predicted >= 1 and boots(predicted):
+        if predicted >= limit or not boots(predicted + 1):
+            return predicted
+        return _bisect(predicted + 1, limit + 1, boots)
+    return _bisect(0, max(predicted, 1), boots)
+
+
+def _bisect(good: int, bad: int, boots: ty.Callable[[int], bool]) -> int:
+    """Largest count in (good, bad) that boots.
+
+    ``good`` boots (or is 0) and ``bad`` does not; booting is assumed to
+    be monotonic in the count.
+    """
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if boots(middle):
+            good = middle
+        else:
+            bad = middle
+    return good
