@@ -17,6 +17,8 @@ SUBCOMMANDS = (
     'validate',
     'capacity',
     'render',
+    'probe',
+    'check',
 )
 
 

@@ -1,0 +1,91 @@
+"""``pcie-sched check``: can this host boot guests with N hotplug ports?"""
+
+import time
+
+from pcie_sched import capacity
+from pcie_sched.cmd import capacity as capacity_cmd
+from pcie_sched.cmd import output
+from pcie_sched.cmd import probe as probe_cmd
+from pcie_sched import conf
+from pcie_sched import probe
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'check', help='can this host boot guests with N free hotplug ports?',
+        description='Answer yes or no for this host\'s default QEMU and '
+                    'firmware: the capacity model\'s maximum and the budget '
+                    'that binds, then a real boot with N free hotplug ports '
+                    'plus the cold-plugged reserve.')
+    probe_cmd.add_probe_arguments(parser)
+    parser.add_argument('--ports', type=int, default=16,
+                        help='free hotplug ports wanted (default: 16)')
+    parser.add_argument('--cold-plugged', type=int, default=None,
+                        help='ports for cold-plugged devices (default: '
+                             '[pcie_sched] cold_plugged_base_ports + 1 '
+                             'network)')
+    parser.add_argument('--find-max', action='store_true',
+                        help='also measure the largest bootable count')
+    output.add_format_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    probe_cmd.terminate_as_interrupt()
+    started = time.monotonic()
+    machine = args.machine or capacity_cmd.default_machine(args.arch)
+    cold = (args.cold_plugged if args.cold_plugged is not None else
+            conf.CONF.pcie_sched.cold_plugged_base_ports + 1)
+    needed = args.ports + cold
+    report = {'arch': args.arch, 'machine': machine,
+              'firmware': args.firmware, 'free_ports': args.ports,
+              'cold_plugged_ports': cold, 'root_ports_needed': needed}
+    try:
+        model = probe.model_capacity(args.arch, machine, args.firmware)
+        report['model'] = model.to_dict()
+        if needed > model.max_ports:
+            report['boot'] = None
+        else:
+            report['boot'] = probe.boot(
+                args.arch, machine, args.firmware, needed,
+                cache_dir=args.cache_dir,
+                **probe_cmd.boot_options(args)).to_dict()
+        if args.find_max:
+            report['find_max'] = probe.find_max(
+                args.arch, machine, args.firmware, cache_dir=args.cache_dir,
+                **probe_cmd.boot_options(args)).to_dict()
+    except (probe.ProbeError, capacity.UnsupportedMachine) as exc:
+        output.error(str(exc))
+        return 2
+    boot = report['boot']
+    fits = boot is not None and boot['outcome'] == probe.BOOTED
+    report['answer'] = 'yes' if fits else 'no'
+    report['seconds'] = round(time.monotonic() - started, 3)
+    if args.format == 'json':
+        output.emit_json(report)
+    else:
+        _print(report, model)
+    return 0 if fits else 1
+
+
+def _print(report, model) -> None:
+    print(f"Can this host boot {report['arch']} {report['machine']} guests "
+          f"({report['firmware']}) with {report['free_ports']} free hotplug "
+          f"ports? {report['answer'].upper()}")
+    print(f"  root ports needed: {report['root_ports_needed']} "
+          f"({report['free_ports']} free + {report['cold_plugged_ports']} "
+          f"for cold-plugged devices)")
+    print(f"  model: at most {model.max_ports}, limited by "
+          f"{model.limited_by} ({model.budgets[model.limited_by].detail})")
+    boot = report['boot']
+    if boot is None:
+        print('  measured: not booted, the model already says no')
+    else:
+        print(f"  measured: {boot['outcome']} with {boot['ports']} root "
+              f"ports in {boot['seconds']:.1f}s")
+    found = report.get('find_max')
+    if found:
+        print(f"  largest bootable: {found['max_ports']} root ports "
+              f"({found['boots']} boots{', cached' if found['cached'] else ''}"
+              f")")
+    print(f"  time taken: {report['seconds']:.1f}s")

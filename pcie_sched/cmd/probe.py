@@ -1,0 +1,95 @@
+"""``pcie-sched probe``: boot this host's QEMU and firmware for real."""
+
+import signal
+import sys
+
+from pcie_sched.cmd import capacity as capacity_cmd
+from pcie_sched.cmd import output
+from pcie_sched import conf
+from pcie_sched import probe
+
+
+def add_probe_arguments(parser) -> None:
+    capacity_cmd.add_machine_arguments(
+        parser, firmware_help='uefi (OVMF/AAVMF), bios (SeaBIOS) or a path '
+                              'to a firmware code file; default: uefi')
+    parser.add_argument('--timeout', type=float, default=None,
+                        help='seconds per boot (default: [pcie_sched_probe] '
+                             'boot_timeout)')
+    parser.add_argument('--accel', choices=('tcg', 'kvm', 'auto'),
+                        default=None,
+                        help='QEMU accelerator (default: [pcie_sched_probe] '
+                             'accel)')
+    parser.add_argument('--cache-dir', default=None,
+                        help='payload and result cache (default: '
+                             '[pcie_sched_probe] cache_dir)')
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'probe', help='boot QEMU + firmware with N root ports',
+        description='Boot this host\'s QEMU and firmware with the port plan '
+                    'for N root ports and a boot disk behind the first, and '
+                    'report how it went; or search for the largest N.')
+    add_probe_arguments(parser)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument('--ports', type=int,
+                       help='root ports in total (the boot disk takes one)')
+    group.add_argument('--find-max', action='store_true',
+                       help='find the most root ports that boot')
+    parser.add_argument('--strategy', choices=('model', 'bisect'),
+                        default='model',
+                        help='find-max: start from the model (default) or '
+                             'bisect the whole range')
+    parser.add_argument('--no-cache', action='store_true',
+                        help='find-max: measure even if a result is cached')
+    output.add_format_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def boot_options(args) -> dict:
+    group = conf.CONF.pcie_sched_probe
+    return {'timeout': args.timeout or group.boot_timeout,
+            'stall_timeout': group.stall_timeout,
+            'accel': args.accel or group.accel}
+
+
+def terminate_as_interrupt() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every cleanup handler runs."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run(args) -> int:
+    terminate_as_interrupt()
+    machine = args.machine or capacity_cmd.default_machine(args.arch)
+    progress = (None if args.format == 'json' else
+                lambda message: print(message, file=sys.stderr, flush=True))
+    try:
+        if args.find_max:
+            result = probe.find_max(
+                args.arch, machine, args.firmware, strategy=args.strategy,
+                use_cache=not args.no_cache, cache_dir=args.cache_dir,
+                progress=progress, **boot_options(args))
+        else:
+            result = probe.boot(args.arch, machine, args.firmware,
+                                args.ports, cache_dir=args.cache_dir,
+                                **boot_options(args))
+    except probe.ProbeError as exc:
+        output.error(str(exc))
+        return 2
+    if args.format == 'json':
+        output.emit_json(result.to_dict())
+    elif args.find_max:
+        print(f'{args.arch} {machine} {args.firmware}: at most '
+              f'{result.max_ports} root ports boot ({result.boots} boots, '
+              f'{result.seconds:.1f}s{", cached" if result.cached else ""}); '
+              f'the model predicts {result.model_max_ports}, limited by '
+              f'{result.limited_by}')
+    else:
+        print(f'{result.ports} root ports: {result.outcome} in '
+              f'{result.seconds:.1f}s ({result.detail})')
+    if args.find_max:
+        return 0
+    return 0 if result.outcome == probe.BOOTED else 1
