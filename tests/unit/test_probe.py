@@ -1,0 +1,160 @@
+"""The probe's pure parts: console verdicts, payloads, cache files."""
+
+import json
+import os
+
+import fixtures
+import testtools
+
+from pcie_sched import payload
+from pcie_sched import probe
+
+
+class TestConsole(testtools.TestCase):
+
+    def test_marker_line_means_booted(self):
+        text = probe.clean_console(
+            '\x1b[2J\x1b[01;01HBdsDxe: loading\r\n'
+            f'{payload.MARKER}\r\n')
+        self.assertEqual((probe.BOOTED, None),
+                         probe.classify_console(text, 10.0, None))
+
+    def test_echoed_command_is_not_the_marker(self):
+        # The UEFI shell echoes the startup.nsh line before running it.
+        text = 'Shell> echo PCIE-SCHED-PAYLOAD-%PCIESCHED%\n'
+        verdict, seen = probe.classify_console(text, 5.0, None)
+        self.assertIsNone(verdict)
+        self.assertEqual(5.0, seen)
+
+    def test_shell_prompt_after_grace_is_firmware_shell(self):
+        text = 'Shell> '
+        verdict, seen = probe.classify_console(text, 1.0, None)
+        self.assertIsNone(verdict)
+        verdict, _ = probe.classify_console(
+            text, 1.0 + probe.SHELL_GRACE, seen)
+        self.assertEqual(probe.FIRMWARE_SHELL, verdict)
+
+    def test_seabios_no_bootable_device(self):
+        self.assertEqual(probe.FIRMWARE_SHELL, probe.classify_console(
+            'Booting from Hard Disk...\nNo bootable device.\n', 1, None)[0])
+
+    def test_nothing_yet(self):
+        self.assertEqual((None, None),
+                         probe.classify_console('SeaBIOS (version', 1, None))
+
+
+class TestBootSector(testtools.TestCase):
+
+    def test_shape(self):
+        sector = payload.boot_sector()
+        self.assertEqual(512, len(sector))
+        self.assertEqual(b'\x55\xaa', sector[-2:])
+        self.assertIn(payload.MARKER.encode(), sector)
+        # mov si, imm16 points at the message as loaded at 0000:7c00.
+        address = int.from_bytes(sector[5:7], 'little')
+        self.assertEqual(sector.index(b'\r\n' + payload.MARKER.encode()),
+                         address - 0x7c00)
+
+
+class TestArguments(testtools.TestCase):
+
+    def test_ports_must_leave_room_for_the_disk(self):
+        for bad in (0, -1, True, '3'):
+            error = self.assertRaises(probe.ProbeError, probe.probe_plan,
+                                      bad, 'x86_64', 'q35')
+            self.assertIn('at least 1', str(error))
+
+    def test_plan_puts_disk_first(self):
+        plan = probe.probe_plan(3, 'x86_64', 'q35')
+        self.assertEqual(['boot-disk', None, None],
+                         [port.occupant for port in plan.ports])
+
+    def test_too_many_ports_is_a_clear_error(self):
+        error = self.assertRaises(probe.ProbeError, probe.probe_plan,
+                                  500, 'x86_64', 'q35')
+        self.assertIn('at most 232', str(error))
+
+    def test_strategy_is_checked(self):
+        self.assertRaises(probe.ProbeError, probe.find_max, 'x86_64', 'q35',
+                          strategy='guess')
+
+
+class TestModelGuidedSearch(testtools.TestCase):
+    """The search logic against a host whose true maximum is known."""
+
+    def search(self, predicted, true_max, limit=232):
+        tried = []
+
+        def boots(count):
+            tried.append(count)
+            return count <= true_max
+        return probe._model_guided(predicted, limit, boots), tried
+
+    def test_right_model_costs_two_boots(self):
+        self.assertEqual((15, [15, 16]), self.search(15, 15))
+
+    def test_right_model_at_the_slot_limit_costs_one_boot(self):
+        self.assertEqual((232, [232]), self.search(232, 232))
+
+    def test_optimistic_model_falls_back_to_bisection(self):
+        found, tried = self.search(100, 37)
+        self.assertEqual(37, found)
+        self.assertEqual(100, tried[0])
+
+    def test_pessimistic_model_searches_upwards(self):
+        found, tried = self.search(15, 40)
+        self.assertEqual(40, found)
+        self.assertEqual([15, 16], tried[:2])
+
+    def test_bisection_matches_linear_scan(self):
+        for true_max in (0, 1, 2, 17, 231, 232):
+            tried = []
+
+            def boots(count):
+                tried.append(count)
+                return count <= true_max
+            self.assertEqual(true_max, probe._bisect(0, 233, boots))
+            self.assertLessEqual(len(tried), 8)
+
+
+class TestCache(testtools.TestCase):
+    """Corrupt, foreign or stale cache files are never trusted."""
+
+    def setUp(self):
+        super().setUp()
+        self.cache = self.useFixture(fixtures.TempDir()).path
+
+    def write(self, name, content):
+        with open(os.path.join(self.cache, name), 'w') as handle:
+            handle.write(content)
+
+    def result(self, key):
+        return probe.FindMaxResult(
+            max_ports=15, boots=2, seconds=30.0, model_max_ports=15,
+            limited_by='ecam-window', strategy='model', fingerprint=key,
+            steps=((15, 'booted', 10.0), (16, 'firmware-shell', 20.0)))
+
+    def test_round_trip_and_corruption(self):
+        key = probe.fingerprint('x86_64', 'q35', 'uefi')
+        probe._store(self.cache, self.result(key))
+        self.assertEqual([f'find-max-{key}.json'], os.listdir(self.cache))
+        self.assertEqual(15, probe.load_cached_max('x86_64', 'q35', 'uefi',
+                                                   self.cache))
+        for broken in ('', '{', '[]', json.dumps({'max_ports': 'x'}),
+                       json.dumps(dict(self.result('other').to_dict()))):
+            self.write(f'find-max-{key}.json', broken)
+            self.assertIsNone(probe.load_cached_max(
+                'x86_64', 'q35', 'uefi', self.cache), broken)
+
+    def test_fingerprint_depends_on_machine(self):
+        self.assertNotEqual(probe.fingerprint('x86_64', 'q35', 'uefi'),
+                            probe.fingerprint('x86_64', 'pc-q35-7.1', 'uefi'))
+        self.assertNotEqual(probe.fingerprint('x86_64', 'q35', 'uefi'),
+                            probe.fingerprint('x86_64', 'q35', 'bios'))
+
+    def test_unwritable_cache_leaves_nothing_behind(self):
+        # A file where the directory should be: fails even for root.
+        blocked = os.path.join(self.cache, 'blocked')
+        self.write('blocked', 'not a directory')
+        self.assertRaises(OSError, probe._store, blocked, self.result('k'))
+        self.assertEqual(['blocked'], os.listdir(self.cache))
