@@ -19,6 +19,7 @@ SUBCOMMANDS = (
     'render',
     'probe',
     'check',
+    'publish',
 )
 
 

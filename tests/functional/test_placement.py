@@ -1,0 +1,183 @@
+"""Publishing capacity traits to a real Placement server."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import testtools
+
+from pcie_sched import placement
+from tests.functional import placement_server
+
+FOREIGN = ['HW_CPU_X86_AVX2', 'CUSTOM_OTHER_TEAM']
+
+
+class PlacementTestCase(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.server = self.useFixture(placement_server.PlacementServer())
+        self.adapter = self.server.connect().placement
+        response = self.adapter.post('/resource_providers',
+                                     json={'name': 'compute1'},
+                                     microversion='1.20')
+        self.provider = response.json()['uuid']
+        self.set_traits(FOREIGN)
+
+    def traits(self):
+        response = self.adapter.get(
+            f'/resource_providers/{self.provider}/traits', microversion='1.6')
+        return response.json()
+
+    def set_traits(self, traits):
+        placement.ensure_traits(self.adapter,
+                                [t for t in traits if t.startswith('CUST')])
+        body = self.traits()
+        self.adapter.put(
+            f'/resource_providers/{self.provider}/traits',
+            json={'traits': sorted(traits),
+                  'resource_provider_generation':
+                      body['resource_provider_generation']},
+            microversion='1.6')
+
+
+class TestPublish(PlacementTestCase):
+
+    def test_publish_then_capacity_change(self):
+        summary = placement.publish(self.adapter, self.provider, 64)
+        self.assertTrue(summary['changed'])
+        self.assertEqual(sorted(set(FOREIGN) |
+                                placement.traits_for_capacity(64)),
+                         sorted(self.traits()['traits']))
+        self.assertIn('CUSTOM_PCIE_HOTPLUG_PORTS_GE_64', self.traits()[
+            'traits'])
+        self.assertIn('CUSTOM_PCIE_HOTPLUG_PORTS_MAX_64', self.traits()[
+            'traits'])
+
+        summary = placement.publish(self.adapter, self.provider, 20)
+        current = set(self.traits()['traits'])
+        self.assertEqual(set(FOREIGN) | placement.traits_for_capacity(20),
+                         current)
+        self.assertIn('CUSTOM_PCIE_HOTPLUG_PORTS_GE_64', summary['removed'])
+        self.assertNotIn('CUSTOM_PCIE_HOTPLUG_PORTS_GE_24', current)
+
+    def test_republish_is_idempotent(self):
+        placement.publish(self.adapter, self.provider, 32)
+        generation = self.traits()['resource_provider_generation']
+        summary = placement.publish(self.adapter, self.provider, 32)
+        self.assertFalse(summary['changed'])
+        self.assertEqual(generation,
+                         self.traits()['resource_provider_generation'])
+
+    def test_conflict_is_retried_without_losing_the_other_write(self):
+        raced = []
+
+        def another_writer():
+            if not raced:
+                raced.append(True)
+                self.set_traits(FOREIGN + ['CUSTOM_ADDED_DURING_PUBLISH'])
+
+        summary = placement.publish(self.adapter, self.provider, 16,
+                                    before_write=another_writer)
+        self.assertEqual(2, summary['attempts'])
+        self.assertEqual(
+            set(FOREIGN) | {'CUSTOM_ADDED_DURING_PUBLISH'} |
+            placement.traits_for_capacity(16), set(self.traits()['traits']))
+
+    def test_gives_up_after_bounded_retries(self):
+        def always_race():
+            self.set_traits(list(self.traits()['traits']) +
+                            [f'CUSTOM_RACE_{len(self.traits()["traits"])}'])
+
+        error = self.assertRaises(
+            placement.PublishError, placement.publish, self.adapter,
+            self.provider, 8, retries=3, before_write=always_race)
+        self.assertIn('gave up after 3 attempts', str(error))
+        self.assertTrue(set(FOREIGN) <= set(self.traits()['traits']))
+
+    def test_concurrent_publishers(self):
+        script = (
+            'import sys, openstack\n'
+            'from pcie_sched import placement\n'
+            'adapter = openstack.connect(auth_type="admin_token", auth={'
+            '"endpoint": sys.argv[1], "token": "admin"}).placement\n'
+            'for _ in range(5):\n'
+            '    placement.publish(adapter, sys.argv[2], int(sys.argv[3]),'
+            ' retries=50)\n')
+        workers = [subprocess.Popen(
+            [sys.executable, '-c', script, self.server.url, self.provider,
+             str(ports)], stderr=subprocess.PIPE) for ports in (24, 96)]
+        for worker in workers:
+            _, err = worker.communicate(timeout=120)
+            self.assertEqual(0, worker.returncode, err)
+        final = set(self.traits()['traits'])
+        self.assertTrue(set(FOREIGN) <= final)
+        ours = {t for t in final if placement.owned(t)}
+        self.assertIn(ours, (placement.traits_for_capacity(24),
+                             placement.traits_for_capacity(96)))
+
+    def test_find_provider(self):
+        self.assertEqual(self.provider,
+                         placement.find_provider(self.adapter, 'compute1'))
+        error = self.assertRaises(placement.PublishError,
+                                  placement.find_provider, self.adapter,
+                                  'nosuchhost')
+        self.assertIn("host='nosuchhost'", str(error))
+        self.assertIn('found 0', str(error))
+
+
+class TestPublishCommand(PlacementTestCase):
+
+    def test_cli_with_clouds_yaml(self):
+        config = os.path.join(self.useFixture(
+            __import__('fixtures').TempDir()).path, 'clouds.yaml')
+        with open(config, 'w') as handle:
+            json.dump({'clouds': {'test': {
+                'auth_type': 'admin_token',
+                'auth': {'endpoint': self.server.url, 'token': 'admin'}}}},
+                handle)
+        env = dict(os.environ, OS_CLIENT_CONFIG_FILE=config)
+        result = subprocess.run(
+            [sys.executable, '-m', 'pcie_sched.cmd.main', 'publish',
+             '--cloud', 'test', '--host', 'compute1', '--max-ports', '48',
+             '--format', 'json'], env=env, capture_output=True, text=True,
+            timeout=120)
+        self.assertEqual(0, result.returncode, result.stderr)
+        summary = json.loads(result.stdout)
+        self.assertTrue(summary['changed'])
+        self.assertEqual(set(FOREIGN) | placement.traits_for_capacity(48),
+                         set(self.traits()['traits']))
+
+
+class TestUnreachable(testtools.TestCase):
+
+    def test_clear_error(self):
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            port = sock.getsockname()[1]
+        # Nothing listens on the port once the socket is closed.
+        error = self.assertRaises(
+            placement.PublishError, placement.connect, auth_type='admin_token',
+            auth={'endpoint': f'http://127.0.0.1:{port}', 'token': 'admin'})
+        self.assertIn(f'cannot reach Placement at http://127.0.0.1:{port}',
+                      str(error))
+
+
+class TestTraitScheme(testtools.TestCase):
+
+    def test_names_are_valid_custom_traits(self):
+        import re
+        for ports in (0, 1, 15, 16, 232, 255):
+            for trait in placement.traits_for_capacity(ports):
+                self.assertTrue(re.fullmatch(r'CUSTOM_[A-Z0-9_]+', trait))
+                self.assertLessEqual(len(trait), 255)
+                self.assertTrue(placement.owned(trait))
+        self.assertEqual({'CUSTOM_PCIE_HOTPLUG_PORTS_MAX_0'},
+                         placement.traits_for_capacity(0))
+        self.assertIn('CUSTOM_PCIE_HOTPLUG_PORTS_GE_224',
+                      placement.traits_for_capacity(232))
+        self.assertNotIn('CUSTOM_PCIE_HOTPLUG_PORTS_GE_255',
+                         placement.traits_for_capacity(232))
+        self.assertRaises(ValueError, placement.traits_for_capacity, -1)
