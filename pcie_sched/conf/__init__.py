@@ -7,10 +7,11 @@ entry point that ``oslo-config-generator`` and the docs read.
 
 from oslo_config import cfg
 
+from pcie_sched.conf import compute
 from pcie_sched.conf import pcie_sched
 from pcie_sched.conf import probe
 
-_GROUP_MODULES = (pcie_sched, probe)
+_GROUP_MODULES = (pcie_sched, probe, compute)
 
 CONF = cfg.CONF
 

@@ -2,13 +2,16 @@
 
 import glob
 import os
-import tempfile
 
 PROBE_PREFIX = 'pcie-sched-probe-'
 
 
-def probe_processes():
-    """PIDs of QEMU processes started by a probe (by their temp dir)."""
+def probe_processes(root):
+    """PIDs of QEMU processes a probe started with temp dirs under root.
+
+    Tests run in parallel, so each test gives its probes a private temp
+    root and looks only for what lives there.
+    """
     found = []
     for path in glob.glob('/proc/[0-9]*/cmdline'):
         try:
@@ -16,10 +19,11 @@ def probe_processes():
                 cmdline = handle.read().replace(b'\0', b' ')
         except OSError:
             continue
-        if b'qemu-system' in cmdline and PROBE_PREFIX.encode() in cmdline:
+        marker = os.path.join(root, PROBE_PREFIX).encode()
+        if b'qemu-system' in cmdline and marker in cmdline:
             found.append(int(path.split('/')[2]))
     return found
 
 
-def probe_temp_dirs():
-    return glob.glob(os.path.join(tempfile.gettempdir(), PROBE_PREFIX + '*'))
+def probe_temp_dirs(root):
+    return glob.glob(os.path.join(root, PROBE_PREFIX + '*'))

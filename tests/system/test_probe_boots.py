@@ -44,10 +44,14 @@ class ProbeTestCase(testtools.TestCase):
         super().setUp()
         self.useFixture(fixtures.Timeout(900, gentle=True))
         self.cache = self.useFixture(fixtures.TempDir()).path
+        # A private temp root, so leftovers of parallel tests do not count.
+        self.temp_root = self.useFixture(fixtures.TempDir()).path
+        self.useFixture(fixtures.MonkeyPatch('tempfile.tempdir',
+                                             self.temp_root))
 
     def assertNothingLeft(self):
-        self.assertEqual([], leftovers.probe_processes())
-        self.assertEqual([], leftovers.probe_temp_dirs())
+        self.assertEqual([], leftovers.probe_processes(self.temp_root))
+        self.assertEqual([], leftovers.probe_temp_dirs(self.temp_root))
 
 
 class TestModelAgreesWithBoots(ProbeTestCase):
@@ -141,9 +145,10 @@ class TestCleanup(ProbeTestCase):
         process = subprocess.Popen(
             [sys.executable, '-m', 'pcie_sched.cmd.main', 'probe', '--ports',
              '64', '--cache-dir', self.cache, '--format', 'json'],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(os.environ, TMPDIR=self.temp_root))
         deadline = time.monotonic() + 60
-        while not leftovers.probe_processes():
+        while not leftovers.probe_processes(self.temp_root):
             self.assertLess(time.monotonic(), deadline, 'QEMU never started')
             time.sleep(0.1)
         process.send_signal(signal.SIGINT)

@@ -1,0 +1,179 @@
+"""nova's libvirt driver, with per-instance PCIe hotplug ports.
+
+Select it in nova-compute's nova.conf::
+
+    [DEFAULT]
+    compute_driver = pcie_sched_ext.driver.PcieSchedLibvirtDriver
+
+For an instance whose flavor or image asks for ``hw:pci_hotplug_ports``
+the guest gets the :mod:`pcie_sched.topology` plan instead of nova's
+``[libvirt] num_pcie_ports`` ports; every other instance is built exactly
+as nova builds it. The host's capacity is reported as the compute node
+stat ``pci_hotplug_ports_max`` (read by PciHotplugPortsFilter) and as
+Placement traits (:mod:`pcie_sched.placement`).
+
+No per-instance state lives on the driver: nova-compute 34 builds guests
+on several native threads at once.
+"""
+
+import copy
+
+from nova import exception
+from nova.virt.libvirt import config as vconfig
+from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import utils as libvirt_utils
+from oslo_log import log as logging
+
+from pcie_sched import capacity
+from pcie_sched import conf as pcie_conf
+from pcie_sched import placement
+from pcie_sched import probe
+from pcie_sched import spec
+from pcie_sched import topology
+from pcie_sched.virt import devices
+
+LOG = logging.getLogger(__name__)
+CONF = pcie_conf.CONF
+
+
+class HotplugPortsUnavailable(exception.NovaException):
+    msg_fmt = ('This host cannot boot the PCIe ports the instance asks for: '
+               '%(reason)s')
+
+
+class _PlannedGuest(vconfig.LibvirtConfigGuest):
+    """A guest config that also emits the plan's ``<qemu:override>``.
+
+    nova's guest config has no place for domain-level QEMU namespace
+    elements, which is where libvirt takes pcie-root-port properties.
+    """
+
+    qemu_override = None
+
+    def format_dom(self):
+        root = super().format_dom()
+        if self.qemu_override is not None:
+            root.append(copy.deepcopy(self.qemu_override))
+        return root
+
+
+class _PlanDevice(vconfig.LibvirtConfigObject):
+    """One rendered controller element among nova's devices."""
+
+    def __init__(self, element, **kwargs):
+        super().__init__(root_name=element.tag, **kwargs)
+        self._element = element
+
+    def format_dom(self):
+        return copy.deepcopy(self._element)
+
+
+def _firmware_kind(guest) -> str:
+    if guest.os_firmware == 'efi' or guest.os_loader_type == 'pflash':
+        return 'uefi'
+    return 'bios'
+
+
+class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
+
+    def _get_guest_config(self, instance, network_info, image_meta,
+                          disk_info, *args, **kwargs):
+        guest = super()._get_guest_config(instance, network_info, image_meta,
+                                          disk_info, *args, **kwargs)
+        try:
+            requested = spec.requested_ports(
+                instance.flavor.extra_specs, instance.system_metadata,
+                image_key=spec.SYSTEM_METADATA_KEY)
+        except spec.InvalidHotplugPortsSpec as exc:
+            raise exception.BuildAbortException(
+                instance_uuid=instance.uuid, reason=str(exc))
+        if requested is None:
+            return guest
+        self._apply_plan(guest, instance, requested)
+        return guest
+
+    def _apply_plan(self, guest, instance, requested: int) -> None:
+        arch = self._host.get_capabilities().host.cpu.arch
+        machine = guest.os_mach_type or ''
+        try:
+            capacity.parse_machine(arch, machine)
+        except capacity.UnsupportedMachine:
+            raise exception.BuildAbortException(
+                instance_uuid=instance.uuid,
+                reason=f'{spec.FLAVOR_KEY}={requested} needs a PCI Express '
+                       f'machine type; accepted: q35 on x86_64, virt on '
+                       f'aarch64; this guest has {arch} {machine!r} (set '
+                       f'hw_machine_type or [libvirt] hw_machine_type)')
+        cold = devices.cold_plugged_devices(guest, arch)
+        firmware = _firmware_kind(guest)
+        limit = self.pci_hotplug_ports_max(arch, machine, firmware)
+        needed = requested + len(cold)
+        if needed > limit:
+            raise HotplugPortsUnavailable(
+                reason=f'{requested} free hotplug ports + {len(cold)} for '
+                       f'cold-plugged devices = {needed} root ports, but '
+                       f'{arch} {machine} with {firmware} firmware on this '
+                       f'host boots at most {limit}')
+        plan = topology.plan(
+            requested, cold, arch, machine,
+            hotplug_on_cold_plugged=(
+                CONF.pcie_sched_compute.hotplug_on_cold_plugged_ports))
+        rendered = topology.to_libvirt_xml(plan)
+        guest.devices = [
+            device for device in guest.devices
+            if not isinstance(device, (
+                vconfig.LibvirtConfigGuestPCIeRootController,
+                vconfig.LibvirtConfigGuestPCIeRootPortController))]
+        for element in rendered.find('devices'):
+            guest.add_device(_PlanDevice(element))
+        # Safe: _PlannedGuest only adds behaviour, no state to initialise.
+        guest.__class__ = _PlannedGuest
+        guest.qemu_override = rendered.find(
+            f'{{{topology.QEMU_XML_NS}}}override')
+        LOG.info('Giving the guest %(free)d free hotplug ports and '
+                 '%(cold)d for cold-plugged devices (host limit %(limit)d)',
+                 {'free': requested, 'cold': len(cold), 'limit': limit},
+                 instance=instance)
+
+    def pci_hotplug_ports_max(self, arch: str, machine: str,
+                              firmware: str) -> int:
+        """Most root ports this host boots: measured if cached, else model."""
+        override = CONF.pcie_sched_compute.max_ports_override
+        if override is not None:
+            return override
+        measured = probe.load_cached_max(arch, machine, firmware)
+        if measured is not None:
+            return measured
+        version = capacity.qemu_version_from_hypervisor_version(
+            self._host.get_version())
+        return capacity.estimate(topology.machine_profile(
+            arch, machine, firmware, version)).max_ports
+
+    def _default_capacity(self):
+        arch = self._host.get_capabilities().host.cpu.arch
+        machine = libvirt_utils.get_default_machine_type(arch) or (
+            {'x86_64': 'q35', 'aarch64': 'virt'}.get(arch))
+        try:
+            return self.pci_hotplug_ports_max(
+                arch, machine, CONF.pcie_sched_compute.firmware)
+        except capacity.UnsupportedMachine as exc:
+            LOG.info('Not reporting PCIe hotplug port capacity: %s', exc)
+            return None
+
+    def get_available_resource(self, nodename):
+        data = super().get_available_resource(nodename)
+        max_ports = self._default_capacity()
+        if max_ports is not None:
+            data.setdefault('stats', {})[spec.HOST_CAPACITY_KEY] = str(
+                max_ports)
+        return data
+
+    def update_provider_tree(self, provider_tree, nodename, allocations=None):
+        super().update_provider_tree(provider_tree, nodename,
+                                     allocations=allocations)
+        max_ports = self._default_capacity()
+        wanted = (placement.traits_for_capacity(max_ports)
+                  if max_ports is not None else frozenset())
+        current = provider_tree.data(nodename).traits
+        provider_tree.update_traits(nodename,
+                                    placement.merge(current, wanted))
