@@ -27,6 +27,8 @@ import typing as ty
 MARKER = 'PCIE-SCHED-PAYLOAD-REACHED'
 
 _GRUB_CFG = f'echo {MARKER}\nhalt\n'
+# For guests that must stay up after the marker (hotplug tests).
+_GRUB_CFG_WAIT = f'echo {MARKER}\nsleep 36000\n'
 # The shell echoes each command before running it, so the marker is
 # assembled from a variable: only the command's output matches MARKER.
 _STARTUP_NSH = ('set -v PCIESCHED REACHED\r\n'
@@ -97,7 +99,7 @@ def _fat_image(path: str, files: ty.Mapping[str, str]) -> None:
         _run([mcopy, '-i', path, files[target], '::/' + target.strip('/')])
 
 
-def _build(kind: str, path: str, workdir: str) -> None:
+def _build(kind: str, path: str, workdir: str, grub_cfg: str) -> None:
     if kind == 'x86_64-bios':
         with open(path, 'wb') as image:
             image.write(boot_sector().ljust(1024 * 1024, b'\x00'))
@@ -109,11 +111,12 @@ def _build(kind: str, path: str, workdir: str) -> None:
                                'the Debian package grub-efi-amd64-bin')
         cfg = os.path.join(workdir, 'grub.cfg')
         with open(cfg, 'w') as handle:
-            handle.write(_GRUB_CFG)
+            handle.write(grub_cfg)
         efi = os.path.join(workdir, 'BOOTX64.EFI')
         _run([grub, '-O', 'x86_64-efi', '-o', efi,
-              '--install-modules=echo halt normal configfile',
-              '--modules=echo halt', '--fonts=', '--locales=', '--themes=',
+              '--install-modules=echo halt sleep normal configfile',
+              '--modules=echo halt sleep', '--fonts=', '--locales=',
+              '--themes=',
               f'boot/grub/grub.cfg={cfg}'])
         _fat_image(path, {'EFI/BOOT/BOOTX64.EFI': efi})
         return
@@ -127,16 +130,21 @@ def _build(kind: str, path: str, workdir: str) -> None:
                        f'x86_64-uefi, x86_64-bios, aarch64-uefi')
 
 
-def disk_image(arch: str, firmware: str, cache_dir: str) -> str:
+def disk_image(arch: str, firmware: str, cache_dir: str,
+               stay_up: bool = False) -> str:
     """Path of the cached boot disk for ``arch``/``firmware``, built once.
+
+    ``stay_up`` keeps a UEFI x86_64 guest running after the marker
+    instead of powering it off.
 
     The cache name hashes the payload's recipe, so a change here builds a
     new image; the image is written under a temporary name and renamed,
     so concurrent probes never see half a file.
     """
     kind = f'{arch}-{firmware}'
+    grub_cfg = _GRUB_CFG_WAIT if stay_up else _GRUB_CFG
     recipe = hashlib.sha256(
-        f'{kind}\0{_GRUB_CFG}\0{_STARTUP_NSH}\0{_ESP_KIB}\0'.encode() +
+        f'{kind}\0{grub_cfg}\0{_STARTUP_NSH}\0{_ESP_KIB}\0'.encode() +
         boot_sector()).hexdigest()[:16]
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
     path = os.path.join(cache_dir, f'payload-{kind}-{recipe}.img')
@@ -145,7 +153,7 @@ def disk_image(arch: str, firmware: str, cache_dir: str) -> str:
     workdir = tempfile.mkdtemp(prefix='pcie-sched-payload-', dir=cache_dir)
     try:
         staged = os.path.join(workdir, 'disk.img')
-        _build(kind, staged, workdir)
+        _build(kind, staged, workdir, grub_cfg)
         os.replace(staged, path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,136 @@
+"""A private libvirtd for system tests, and domains built from plans.
+
+The fixture starts Debian's ``libvirtd`` with its sockets in a temporary
+directory (CI machines run no systemd, and a host's own libvirtd is left
+alone), with ``--timeout`` so it exits by itself even if a test run is
+killed. Needs libvirt-daemon-system, libvirt-clients, qemu-system-x86 and
+ovmf.
+"""
+
+import os
+import shutil
+import subprocess
+import time
+
+import fixtures
+from lxml import etree
+
+from pcie_sched import topology
+
+
+VIRTLOGD_SOCKET = '/run/libvirt/virtlogd-sock'
+
+
+class LibvirtDaemon(fixtures.Fixture):
+
+    def _setUp(self):
+        for tool, package in (('libvirtd', 'libvirt-daemon-system'),
+                              ('virsh', 'libvirt-clients')):
+            if shutil.which(tool) is None:
+                raise RuntimeError(f'{tool} not found: install the Debian '
+                                   f'package {package} (see bindep.txt)')
+        self.workdir = self.useFixture(fixtures.TempDir()).path
+        # QEMU runs as libvirt's qemu user: it must reach our files.
+        os.chmod(self.workdir, 0o755)
+        config = os.path.join(self.workdir, 'libvirtd.conf')
+        with open(config, 'w') as handle:
+            handle.write(f'unix_sock_dir = "{self.workdir}"\n'
+                         'auth_unix_rw = "none"\nauth_unix_ro = "none"\n')
+        self.uri = (f'qemu:///system?socket='
+                    f'{os.path.join(self.workdir, "libvirt-sock")}')
+        log = open(os.path.join(self.workdir, 'libvirtd.log'), 'wb')
+        self.addCleanup(log.close)
+        self.logd = None
+        if not os.path.exists(VIRTLOGD_SOCKET):
+            # libvirt's QEMU driver hands guest console logs to virtlogd.
+            self.logd = subprocess.Popen(
+                ['virtlogd', '--timeout', '900'], stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        self.process = subprocess.Popen(
+            ['libvirtd', '--config', config, '--timeout', '900',
+             '--pid-file', os.path.join(self.workdir, 'libvirtd.pid')],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        self.addCleanup(self._stop)
+        deadline = time.monotonic() + 60
+        while True:
+            result = self.virsh('version', check=False)
+            if result.returncode == 0:
+                break
+            if self.process.poll() is not None or (
+                    time.monotonic() > deadline):
+                with open(os.path.join(self.workdir, 'libvirtd.log')) as out:
+                    raise RuntimeError('libvirtd did not start (is another '
+                                       'libvirtd running?): ' +
+                                       out.read()[-2000:])
+            time.sleep(0.3)
+
+    def _stop(self):
+        for domain in self.virsh('list', '--all', '--name',
+                                 check=False).stdout.split():
+            self.virsh('destroy', domain, check=False)
+            self.virsh('undefine', '--nvram', domain, check=False)
+        for process in (self.process, self.logd):
+            if process is None or process.poll() is not None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def virsh(self, *args, check=True, timeout=120):
+        result = subprocess.run(['virsh', '-c', self.uri, *args],
+                                capture_output=True, text=True,
+                                timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f'virsh {" ".join(args)} failed: '
+                                 f'{result.stderr.strip()}')
+        return result
+
+
+def domain_xml(name, workdir, disk, plan=None):
+    """A small q35 + OVMF guest booting ``disk``, with ``plan``'s ports."""
+    qemu_ns = topology.QEMU_XML_NS
+    domain = etree.Element('domain', type='qemu', nsmap={'qemu': qemu_ns})
+    etree.SubElement(domain, 'name').text = name
+    etree.SubElement(domain, 'memory', unit='MiB').text = '512'
+    etree.SubElement(domain, 'vcpu').text = '1'
+    os_element = etree.SubElement(domain, 'os')
+    etree.SubElement(os_element, 'type', arch='x86_64',
+                     machine='q35').text = 'hvm'
+    etree.SubElement(os_element, 'loader', readonly='yes',
+                     type='pflash').text = '/usr/share/OVMF/OVMF_CODE_4M.fd'
+    etree.SubElement(
+        os_element, 'nvram',
+        template='/usr/share/OVMF/OVMF_VARS_4M.fd').text = os.path.join(
+            workdir, f'{name}_VARS.fd')
+    features = etree.SubElement(domain, 'features')
+    etree.SubElement(features, 'acpi')
+    devices = etree.SubElement(domain, 'devices')
+    if plan is not None:
+        rendered = topology.to_libvirt_xml(plan)
+        devices.extend(rendered.find('devices'))
+        domain.append(rendered.find(f'{{{qemu_ns}}}override'))
+    disk_element = etree.SubElement(devices, 'disk', type='file',
+                                    device='disk')
+    etree.SubElement(disk_element, 'driver', name='qemu', type='raw')
+    etree.SubElement(disk_element, 'source', file=disk)
+    etree.SubElement(disk_element, 'target', dev='vda', bus='virtio')
+    etree.SubElement(disk_element, 'readonly')
+    serial = etree.SubElement(devices, 'serial', type='file')
+    etree.SubElement(serial, 'source',
+                     path=os.path.join(workdir, f'{name}.serial'))
+    # Without these libvirt would add a qemu-xhci USB controller and a
+    # balloon, each taking one of the plan's ports.
+    etree.SubElement(devices, 'controller', type='usb', model='none')
+    etree.SubElement(devices, 'memballoon', model='none')
+    return etree.tostring(domain, pretty_print=True).decode()
+
+
+def rng_device_xml():
+    """A virtio RNG: a PCIe endpoint that needs no host resources."""
+    return ("<rng model='virtio'><backend model='random'>/dev/urandom"
+            "</backend></rng>")
