@@ -3,6 +3,9 @@
 Each group module exposes ``GROUP``, ``ALL_OPTS``, ``register_opts(conf)``
 and ``list_opts()``. :func:`list_opts` here is the ``oslo.config.opts``
 entry point that ``oslo-config-generator`` and the docs read.
+
+Groups carry a title but no ``help``: oslo.config's Sphinx extension
+renders group help as extra directive arguments and the docs build fails.
 """
 
 from oslo_config import cfg

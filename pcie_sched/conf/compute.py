@@ -4,9 +4,7 @@ from oslo_config import cfg
 
 GROUP = cfg.OptGroup(
     'pcie_sched_compute',
-    title='PCIe hotplug ports in nova-compute',
-    help='How PcieSchedLibvirtDriver lays out guests that ask for '
-         'hw:pci_hotplug_ports and reports what this host can boot.')
+    title='PCIe hotplug ports in nova-compute')
 
 ALL_OPTS = [
     cfg.BoolOpt(

@@ -4,9 +4,7 @@ from oslo_config import cfg
 
 GROUP = cfg.OptGroup(
     'pcie_sched',
-    title='PCIe hotplug port scheduling',
-    help='How nova-scheduler decides whether a host can boot a guest that '
-         'asks for hw:pci_hotplug_ports.')
+    title='PCIe hotplug port scheduling')
 
 ALL_OPTS = [
     cfg.StrOpt(

@@ -4,9 +4,7 @@ from oslo_config import cfg
 
 GROUP = cfg.OptGroup(
     'pcie_sched_probe',
-    title='PCIe hotplug port probe',
-    help='How pcie-sched boots this host\'s QEMU and firmware to measure '
-         'the most root ports a guest boots with.')
+    title='PCIe hotplug port probe')
 
 ALL_OPTS = [
     cfg.StrOpt(
