@@ -53,16 +53,35 @@ def parse_capacity(value: ty.Any) -> ty.Optional[int]:
         return None
 
 
+#: Parsed published values. A cloud publishes few distinct strings, so
+#: the scheduler parses each once instead of once per host per request.
+_PARSED: ty.Dict[ty.Any, ty.Optional[int]] = {}
+_PARSED_MAX = 4096
+
+
+def parse_capacity_cached(value: ty.Any) -> ty.Optional[int]:
+    try:
+        return _PARSED[value]
+    except KeyError:
+        parsed = parse_capacity(value)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[value] = parsed
+        return parsed
+    except TypeError:  # unhashable: a broken host, parse it directly
+        return parse_capacity(value)
+
+
 def from_stats(stats: ty.Optional[ty.Mapping[str, ty.Any]]
                ) -> ty.Optional[int]:
     if not stats:
         return None
-    return parse_capacity(stats.get(spec.HOST_CAPACITY_KEY))
+    return parse_capacity_cached(stats.get(spec.HOST_CAPACITY_KEY))
 
 
 def from_aggregates(metadatas: ty.Iterable[ty.Mapping[str, ty.Any]]
                     ) -> ty.Optional[int]:
-    values = [parse_capacity(metadata.get(spec.HOST_CAPACITY_KEY))
+    values = [parse_capacity_cached(metadata.get(spec.HOST_CAPACITY_KEY))
               for metadata in metadatas if metadata]
     values = [value for value in values if value is not None]
     return min(values) if values else None

@@ -63,13 +63,13 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
         best = host_capacity.UNKNOWN
         for host_state in filter_obj_list:
             try:
-                capacity = self._capacity(host_state)
+                max_ports, source = self._capacity(host_state)
             except Exception:  # a broken host must not fail the request
                 LOG.exception('PciHotplugPortsFilter: cannot read the '
                               'capacity of %s; treating it as unknown',
                               host_state)
-                capacity = host_capacity.UNKNOWN
-            if capacity.max_ports is None:
+                max_ports, source = host_capacity.UNKNOWN
+            if max_ports is None:
                 if accept_unknown:
                     passing.append(host_state)
                 else:
@@ -78,17 +78,17 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
                               'unknown_host_policy is reject',
                               {'host': host_state, 'needed': needed})
                 continue
-            if capacity.max_ports >= needed:
+            if max_ports >= needed:
                 passing.append(host_state)
                 continue
-            if best.max_ports is None or capacity.max_ports > best.max_ports:
-                best = capacity
+            if best.max_ports is None or max_ports > best.max_ports:
+                best = host_capacity.HostCapacity(max_ports, source)
             LOG.debug('%(host)s fails PciHotplugPortsFilter: needs %(needed)d '
                       'root ports (%(requested)d free + %(reserve)d '
                       'cold-plugged), can boot %(max)d (from %(source)s)',
                       {'host': host_state, 'needed': needed,
                        'requested': requested, 'reserve': needed - requested,
-                       'max': capacity.max_ports, 'source': capacity.source})
+                       'max': max_ports, 'source': source})
         if not passing and filter_obj_list:
             LOG.info('PciHotplugPortsFilter: no host can boot instance '
                      '%(uuid)s with %(requested)d free hotplug ports '
@@ -118,27 +118,27 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
             getattr(flavor, 'ephemeral_gb', 0) or 0,
             getattr(flavor, 'swap', 0) or 0)
 
-    def _capacity(self, host_state) -> host_capacity.HostCapacity:
-        published = host_capacity.from_stats(
-            getattr(host_state, 'stats', None))
-        if published is not None:
-            return host_capacity.HostCapacity(
-                published, host_capacity.SOURCE_STATS)
+    def _capacity(self, host_state):
+        """(max_ports, source) for one host: the per-host hot path."""
+        stats = getattr(host_state, 'stats', None)
+        if stats:
+            published = host_capacity.parse_capacity_cached(
+                stats.get(spec.HOST_CAPACITY_KEY))
+            if published is not None:
+                return published, host_capacity.SOURCE_STATS
         aggregates = getattr(host_state, 'aggregates', None) or ()
         if aggregates:
             override = host_capacity.from_aggregates(
                 getattr(aggregate, 'metadata', None)
                 for aggregate in aggregates)
             if override is not None:
-                return host_capacity.HostCapacity(
-                    override, host_capacity.SOURCE_AGGREGATE)
+                return override, host_capacity.SOURCE_AGGREGATE
         modelled = self._models.max_ports(
             getattr(host_state, 'hypervisor_type', None),
             getattr(host_state, 'hypervisor_version', None),
             getattr(host_state, 'cpu_info', None))
         if modelled is not None:
-            return host_capacity.HostCapacity(
-                modelled, host_capacity.SOURCE_MODEL)
+            return modelled, host_capacity.SOURCE_MODEL
         return host_capacity.UNKNOWN
 
 

@@ -5,6 +5,7 @@ import json
 from nova import objects
 from nova.scheduler import host_manager
 from oslo_utils.fixture import uuidsentinel as uuids
+from oslo_utils import timeutils
 
 from pcie_sched import spec
 
@@ -40,11 +41,17 @@ def make_host(name, max_ports=None, aggregate_max=(), stats=None,
         supported_hv_specs=[], stats=node_stats, metrics='[]',
         cpu_allocation_ratio=4.0, ram_allocation_ratio=1.0,
         disk_allocation_ratio=1.0)
+    now = timeutils.utcnow()
+    service = objects.Service(
+        host=name, binary='nova-compute', topic='compute', disabled=False,
+        disabled_reason=None, forced_down=False, updated_at=now,
+        last_seen_up=now, uuid=getattr(uuids, f'service_{name}'))
     aggregates = [
         objects.Aggregate(id=index, name=f'{name}-agg{index}', hosts=[name],
                           metadata={spec.HOST_CAPACITY_KEY: str(value)})
         for index, value in enumerate(aggregate_max)]
-    host_state.update(compute=compute, aggregates=aggregates)
+    host_state.update(compute=compute, service=service,
+                      aggregates=aggregates)
     return host_state
 
 
@@ -58,7 +65,9 @@ def make_request(extra_specs=None, networks=1, ephemeral_gb=0, swap=0,
     hints = {'_nova_check_type': ['rebuild']} if rebuild else {}
     request = objects.RequestSpec(
         instance_uuid=uuids.instance, flavor=flavor, num_instances=1,
-        image=objects.ImageMeta.from_dict({}), scheduler_hints=hints)
+        image=objects.ImageMeta.from_dict({}), scheduler_hints=hints,
+        instance_group=None, force_hosts=None, force_nodes=None,
+        ignore_hosts=None)
     if networks == 'none':
         request.requested_networks = objects.NetworkRequestList(
             objects=[objects.NetworkRequest(network_id='none')])
