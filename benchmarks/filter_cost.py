@@ -23,12 +23,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from nova.scheduler import filters  # noqa: E402
+from nova.scheduler.filters import affinity_filter  # noqa: E402
 from nova.scheduler.filters import aggregate_instance_extra_specs  # noqa
 from nova.scheduler.filters import all_hosts_filter  # noqa: E402
 from nova.scheduler.filters import compute_capabilities_filter  # noqa
 from nova.scheduler.filters import compute_filter  # noqa: E402
 from nova.scheduler.filters import image_props_filter  # noqa: E402
-from nova.scheduler.filters import affinity_filter  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
 from pcie_sched.filters import pci_hotplug_ports  # noqa: E402
@@ -97,14 +97,11 @@ def run(sizes, repeat, chain_size):
     for count in sizes:
         for source in ('stats', 'aggregate', 'model'):
             hosts = build_hosts(count, source)
-            floor = None
             for name, flt, request in filter_cases():
                 if source != 'stats' and 'PciHotplugPortsFilter' not in name:
                     continue
                 median, best, passed = time_filter(handler, flt, hosts,
                                                    request, repeat)
-                if name == 'AllHostsFilter':
-                    floor = median
                 rows.append({'hosts': count, 'capacity_source': source,
                              'filter': name, 'us_per_host': median,
                              'us_per_host_min': best, 'passed': passed})
