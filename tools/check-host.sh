@@ -10,6 +10,6 @@ if [ ! -x .venv-host/bin/pcie-sched ]; then
     .venv-host/bin/pip install -q -r requirements.txt .
 fi
 if [ "$#" -eq 0 ]; then
-    set -- --ports 16
+    set -- --ports 16 --find-max
 fi
 exec .venv-host/bin/pcie-sched check "$@"

@@ -157,6 +157,33 @@ class TestCleanup(ProbeTestCase):
         self.assertIn(b'interrupted', err)
         self.assertNothingLeft()
 
+    def test_qemu_refusal_is_qemu_error_with_its_message(self):
+        result = probe.boot('x86_64', 'q35,no-such-option=on', 'uefi', 2,
+                            cache_dir=self.cache)
+        self.assertEqual(probe.QEMU_ERROR, result.outcome)
+        self.assertIn('no-such-option', result.detail)
+        self.assertNothingLeft()
+
+    def test_silent_firmware_is_a_hang(self):
+        # A "firmware" of zeros runs but never prints anything.
+        silent = os.path.join(self.cache, 'silent.bin')
+        with open(silent, 'wb') as handle:
+            handle.write(bytes(256 * 1024))
+        result = probe.boot('x86_64', 'q35', silent, 1, stall_timeout=3,
+                            timeout=60, cache_dir=self.cache)
+        self.assertEqual(probe.HANG, result.outcome)
+        self.assertNothingLeft()
+
+    def test_two_probes_at_once(self):
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(
+                lambda ports: probe.boot('x86_64', 'q35', 'bios', ports,
+                                         cache_dir=self.cache), (4, 12)))
+        self.assertEqual([probe.BOOTED, probe.BOOTED],
+                         [result.outcome for result in results])
+        self.assertNothingLeft()
+
     def test_missing_firmware_names_the_package(self):
         error = self.assertRaises(
             probe.ProbeError, probe.boot, 'x86_64', 'q35',
