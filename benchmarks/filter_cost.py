@@ -29,7 +29,6 @@ from nova.scheduler.filters import all_hosts_filter  # noqa: E402
 from nova.scheduler.filters import compute_capabilities_filter  # noqa
 from nova.scheduler.filters import compute_filter  # noqa: E402
 from nova.scheduler.filters import image_props_filter  # noqa: E402
-from oslo_config import cfg  # noqa: E402
 
 from pcie_sched.filters import pci_hotplug_ports  # noqa: E402
 from pcie_sched import spec  # noqa: E402
@@ -91,7 +90,6 @@ def default_chain(with_ours):
 
 
 def run(sizes, repeat, chain_size):
-    cfg.CONF([], project='nova')
     handler = filters.HostFilterHandler()
     rows = []
     for count in sizes:

@@ -87,6 +87,24 @@ _VIRT_LOW_ECAM = dataclasses.replace(
 #: First virt machine type with the high ECAM window.
 VIRT_HIGH_ECAM_SINCE = (2, 12)
 
+# -- Guest interrupt vectors (x86_64 Linux guests) ------------------------
+
+#: x86 Linux hands devices the vectors from FIRST_EXTERNAL_VECTOR (0x20) up
+#: to the first system vector (0xec, the local APIC timer), less the
+#: syscall vector 0x80: 203 per vCPU.
+X86_VECTORS_PER_CPU = 0xec - 0x20 - 1
+#: Legacy interrupts a q35 guest's kernel requests while booting (timer,
+#: RTC, ACPI SCI, i8042), before PCI ports. Measured: on 1 vCPU the 200th
+#: root port was the first refused a vector (203 - 199 = 4).
+X86_BOOT_VECTORS = 4
+#: The serial console that init opens needs one more.
+X86_CONSOLE_VECTORS = 1
+#: pcieport shares one MSI between PME, AER and pciehp on a root port.
+VECTORS_PER_PORT = 1
+#: Assumed, not measured: a cold-plugged virtio device's MSI-X config
+#: vector and one queue vector.
+VECTORS_PER_DEVICE = 2
+
 ARCHES = ('x86_64', 'aarch64')
 FIRMWARE = ('uefi', 'bios')
 PORT_PROPERTIES = ('bus-reserve', 'io-reserve', 'mem-reserve',
@@ -98,6 +116,7 @@ BUS_NUMBERS = 'bus-numbers'
 ECAM_WINDOW = 'ecam-window'
 IO_SPACE = 'io-space'
 FIRMWARE_LIMIT = 'firmware'
+GUEST_VECTORS = 'guest-vectors'
 
 
 class UnsupportedMachine(ValueError):
@@ -125,6 +144,11 @@ class MachineProfile:
     #: Devices the guest puts on the root bus besides the machine's own
     #: (libvirt's video device sits at 00.1 on q35, for example).
     root_bus_devices: int = 0
+    #: Guest vCPUs, for the guest's interrupt vector budget (x86_64);
+    #: None leaves the guest out of the answer.
+    vcpus: ty.Optional[int] = None
+    #: Cold-plugged devices whose interrupts share that budget.
+    guest_devices: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +203,8 @@ class Capacity:
                 'ports_per_slot': self.profile.ports_per_slot,
                 'port_properties': dict(self.profile.port_properties),
                 'root_bus_devices': self.profile.root_bus_devices,
+                'vcpus': self.profile.vcpus,
+                'guest_devices': self.profile.guest_devices,
             },
         }
 
@@ -312,6 +338,10 @@ def estimate(profile: MachineProfile) -> Capacity:
         {'ecam_bytes': machine.ecam_bytes, 'ecam_buses': ecam_buses,
          'buses_per_port': buses_per_port})
 
+    guest = _guest_budget(profile)
+    if guest is not None:
+        budgets[GUEST_VECTORS] = guest
+
     max_ports = min(budget.max_ports for budget in budgets.values())
     # Ties go to the most fundamental budget (dict order above).
     limited_by = next(name for name, budget in budgets.items()
@@ -330,6 +360,37 @@ def estimate(profile: MachineProfile) -> Capacity:
         f'{binding.detail}.')
     return Capacity(max_ports, limited_by, budgets, explanation, windows,
                     profile)
+
+
+def _guest_budget(profile: MachineProfile) -> ty.Optional[Budget]:
+    """Root ports a Linux guest with ``vcpus`` vCPUs still boots usable.
+
+    Past it the guest's kernel runs out of interrupt vectors: ports get
+    no AER/PME/hotplug interrupt, and the serial console that init opens
+    fails ("Interrupt reservation exceeds available resources"). aarch64
+    virt delivers MSIs as GICv3 LPIs, which are not a per-CPU budget, so
+    the model has no guest limit there.
+    """
+    if profile.vcpus is None or profile.arch != 'x86_64':
+        return None
+    if (isinstance(profile.vcpus, bool) or
+            not isinstance(profile.vcpus, int) or profile.vcpus < 1):
+        raise UnsupportedMachine('vcpus', profile.vcpus,
+                                 'a positive integer')
+    vectors = profile.vcpus * X86_VECTORS_PER_CPU
+    used = (X86_BOOT_VECTORS + X86_CONSOLE_VECTORS +
+            profile.guest_devices * VECTORS_PER_DEVICE)
+    return Budget(
+        GUEST_VECTORS, max((vectors - used) // VECTORS_PER_PORT, 0),
+        f'{profile.vcpus} vCPU(s) x {X86_VECTORS_PER_CPU} interrupt vectors, '
+        f'minus {X86_BOOT_VECTORS} legacy, {X86_CONSOLE_VECTORS} console '
+        f'and {VECTORS_PER_DEVICE} per cold-plugged device '
+        f'({profile.guest_devices}), at {VECTORS_PER_PORT} per port',
+        {'vcpus': profile.vcpus, 'vectors_per_cpu': X86_VECTORS_PER_CPU,
+         'boot_vectors': X86_BOOT_VECTORS,
+         'console_vectors': X86_CONSOLE_VECTORS,
+         'guest_devices': profile.guest_devices,
+         'vectors_per_device': VECTORS_PER_DEVICE})
 
 
 def _windows(profile: MachineProfile, machine: _Machine,

@@ -19,6 +19,7 @@ and people; a malformed one is ignored (the next source answers) rather
 than trusted or allowed to raise.
 """
 
+import functools
 import json
 import threading
 import typing as ty
@@ -91,6 +92,11 @@ def arch_from_cpu_info(cpu_info: ty.Any) -> ty.Optional[str]:
     """The architecture in nova's ``cpu_info`` JSON, or None."""
     if not cpu_info or not isinstance(cpu_info, str):
         return None
+    return _arch_from_json(cpu_info)
+
+
+@functools.lru_cache(maxsize=1024)
+def _arch_from_json(cpu_info: str) -> ty.Optional[str]:
     try:
         arch = json.loads(cpu_info).get('arch')
     except (ValueError, AttributeError):
@@ -158,6 +164,18 @@ class ModelCache:
             return capacity.estimate(profile).max_ports
         except ValueError:
             return None
+
+
+def guest_vector_limit(vcpus: ty.Any, guest_devices: int
+                       ) -> ty.Optional[int]:
+    """Most root ports an x86_64 guest with ``vcpus`` vCPUs survives."""
+    if isinstance(vcpus, bool) or not isinstance(vcpus, int) or vcpus < 1:
+        return None
+    from pcie_sched import capacity
+    from pcie_sched import topology
+    result = capacity.estimate(topology.machine_profile(
+        'x86_64', 'q35', vcpus=vcpus, guest_devices=guest_devices))
+    return result.budgets[capacity.GUEST_VECTORS].max_ports
 
 
 def cold_plugged_reserve(base_ports: int, networks: int,

@@ -35,8 +35,9 @@ ROOT_BUS_DEVICES = {'q35': 1, 'virt': 0}
 
 def machine_profile(arch: str, machine: str, firmware: str = 'uefi',
                     qemu_version: ty.Optional[ty.Tuple[int, int]] = None,
-                    root_bus_devices: ty.Optional[int] = None
-                    ) -> capacity.MachineProfile:
+                    root_bus_devices: ty.Optional[int] = None,
+                    vcpus: ty.Optional[int] = None,
+                    guest_devices: int = 0) -> capacity.MachineProfile:
     """The capacity model's view of the guests this module lays out.
 
     The scheduler, the compute driver and the probe all judge a host with
@@ -51,7 +52,8 @@ def machine_profile(arch: str, machine: str, firmware: str = 'uefi',
         qemu_version=qemu_version,
         ports_per_slot=capacity.FUNCTIONS_PER_DEVICE,
         port_properties=dict(DEFAULT_PORT_PROPERTIES),
-        root_bus_devices=root_bus_devices)
+        root_bus_devices=root_bus_devices, vcpus=vcpus,
+        guest_devices=guest_devices)
 
 
 @dataclasses.dataclass(frozen=True)

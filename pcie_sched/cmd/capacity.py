@@ -58,6 +58,11 @@ def register(subparsers) -> None:
     parser.add_argument('--root-bus-devices', type=int, default=0,
                         help='other devices on the root bus, e.g. 1 for '
                              "libvirt's video device (default: 0)")
+    parser.add_argument('--vcpus', type=int, default=None,
+                        help='guest vCPUs: also apply the guest\'s '
+                             'interrupt vector budget (x86_64)')
+    parser.add_argument('--guest-devices', type=int, default=0,
+                        help='cold-plugged devices sharing that budget')
     output.add_format_argument(parser)
     parser.set_defaults(func=run)
 
@@ -72,7 +77,8 @@ def run(args) -> int:
             arch=args.arch, machine=args.machine or default_machine(args.arch),
             firmware=args.firmware, qemu_version=version,
             ports_per_slot=args.ports_per_slot, port_properties=properties,
-            root_bus_devices=args.root_bus_devices))
+            root_bus_devices=args.root_bus_devices, vcpus=args.vcpus,
+            guest_devices=args.guest_devices))
     except ValueError as exc:
         output.error(str(exc))
         return 2

@@ -35,6 +35,16 @@ ALL_OPTS = [
              'The filter adds one port per requested network, one for an '
              'ephemeral disk and one for swap, then the requested free '
              'hotplug ports.'),
+    cfg.BoolOpt(
+        'enforce_guest_vector_limit',
+        default=True,
+        help='Refuse requests an x86_64 Linux guest with the flavor\'s vCPUs '
+             'would not survive: each root port takes an interrupt vector '
+             'and a vCPU has 203, so on 1 vCPU about 198 ports leave the '
+             'guest without vectors for its console and devices, even on '
+             'hosts whose firmware boots more. Set to False only for guests '
+             'known to cope; they may boot with ports lacking hotplug/AER '
+             'interrupts and without a working serial console.'),
     cfg.DictOpt(
         'default_machine_types',
         default={'x86_64': 'q35', 'aarch64': 'virt'},

@@ -58,6 +58,11 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
             return filter_obj_list
 
         needed = requested + self._cold_plugged_reserve(spec_obj)
+        guest_limit = None
+        vcpus = getattr(spec_obj.flavor, 'vcpus', None)
+        if CONF.pcie_sched.enforce_guest_vector_limit:
+            guest_limit = host_capacity.guest_vector_limit(
+                vcpus, needed - requested)
         accept_unknown = CONF.pcie_sched.unknown_host_policy == 'accept'
         passing = []
         best = host_capacity.UNKNOWN
@@ -69,7 +74,14 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
                               'capacity of %s; treating it as unknown',
                               host_state)
                 max_ports, source = host_capacity.UNKNOWN
-            if max_ports is None:
+            if (guest_limit is not None and needed > guest_limit and
+                    host_capacity.arch_from_cpu_info(
+                        getattr(host_state, 'cpu_info', None)) == 'x86_64'):
+                # Whatever the host boots, the guest would not survive.
+                max_ports = guest_limit
+                source = (f"the guest's interrupt vectors with {vcpus} "
+                          f"vCPU(s)")
+            elif max_ports is None:
                 if accept_unknown:
                     passing.append(host_state)
                 else:

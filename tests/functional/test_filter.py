@@ -155,6 +155,35 @@ class TestFilterBehaviour(FilterTestCase):
             support.make_host('small', max_ports=10), request))
 
 
+class TestGuestVectorLimit(FilterTestCase):
+    """A 1-vCPU x86_64 guest runs out of interrupt vectors first."""
+
+    def test_one_vcpu_guest_limit_binds_even_on_a_capable_host(self):
+        limit = capacity.estimate(topology.machine_profile(
+            'x86_64', 'q35', vcpus=1, guest_devices=RESERVE)).budgets[
+                capacity.GUEST_VECTORS].max_ports
+        host = [support.make_host('big', max_ports=232)]
+        fits = support.make_request(ports(limit - RESERVE), vcpus=1)
+        too_many = support.make_request(ports(limit - RESERVE + 1), vcpus=1)
+        self.assertEqual(['big'], self.run_filter(host, fits))
+        self.assertEqual([], self.run_filter(host, too_many))
+        self.assertIn("interrupt vectors with 1 vCPU(s)",
+                      self.filter_log.output)
+        self.assertEqual(['big'], self.run_filter(
+            host, support.make_request(ports(limit - RESERVE + 1), vcpus=2)))
+
+    def test_operator_can_relax_it(self):
+        self.flags(enforce_guest_vector_limit=False, group='pcie_sched')
+        host = [support.make_host('big', max_ports=232)]
+        self.assertEqual(['big'], self.run_filter(
+            host, support.make_request(ports(220), vcpus=1)))
+
+    def test_not_applied_to_aarch64_hosts(self):
+        host = [support.make_host('arm', max_ports=248, arch='aarch64')]
+        self.assertEqual(['arm'], self.run_filter(
+            host, support.make_request(ports(220), vcpus=1)))
+
+
 class TestCapacityModelSource(FilterTestCase):
     """Hosts that publish nothing are judged by the capacity model."""
 
