@@ -54,6 +54,8 @@ DEFAULT_STALL_TIMEOUT = 120.0
 #: print its marker (AAVMF counts down 5 seconds first).
 SHELL_GRACE = 15.0
 _POLL = 0.2
+#: Every probe's private temp directory starts with this.
+TEMP_PREFIX = 'pcie-sched-probe-'
 #: Bumped whenever the boot recipe changes, so cached results expire.
 RECIPE_VERSION = 1
 
@@ -201,7 +203,7 @@ def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
                                   cache_dir or default_cache_dir())
     except (hostinfo.HostError, payload.PayloadError) as exc:
         raise ProbeError(str(exc)) from exc
-    workdir = tempfile.mkdtemp(prefix='pcie-sched-probe-')
+    workdir = tempfile.mkdtemp(prefix=TEMP_PREFIX)
     process = None
     try:
         command = qemu_command(arch, machine, fw, plan, disk, workdir, accel)
