@@ -24,6 +24,9 @@ def register(subparsers) -> None:
                         help='ports for cold-plugged devices (default: '
                              '[pcie_sched] cold_plugged_base_ports + 1 '
                              'network)')
+    parser.add_argument('--vcpus', type=int, default=None,
+                        help='guest vCPUs: also report the guest\'s '
+                             'interrupt vector limit (x86_64)')
     parser.add_argument('--find-max', action='store_true',
                         help='also measure the largest bootable count')
     output.add_format_argument(parser)
@@ -39,10 +42,16 @@ def run(args) -> int:
     needed = args.ports + cold
     report = {'arch': args.arch, 'machine': machine,
               'firmware': args.firmware, 'free_ports': args.ports,
-              'cold_plugged_ports': cold, 'root_ports_needed': needed}
+              'cold_plugged_ports': cold, 'root_ports_needed': needed,
+              'vcpus': args.vcpus}
     try:
         model = probe.model_capacity(args.arch, machine, args.firmware)
         report['model'] = model.to_dict()
+        guest = None
+        if args.vcpus is not None and args.arch == 'x86_64':
+            from pcie_sched import host_capacity
+            guest = host_capacity.guest_vector_limit(args.vcpus, cold)
+        report['guest_limit'] = guest
         if needed > model.max_ports:
             report['boot'] = None
         else:
@@ -59,6 +68,8 @@ def run(args) -> int:
         return 2
     boot = report['boot']
     fits = boot is not None and boot['outcome'] == probe.BOOTED
+    if report['guest_limit'] is not None and needed > report['guest_limit']:
+        fits = False
     report['answer'] = 'yes' if fits else 'no'
     report['seconds'] = round(time.monotonic() - started, 3)
     if args.format == 'json':
@@ -66,6 +77,10 @@ def run(args) -> int:
     else:
         _print(report, model)
     return 0 if fits else 1
+
+
+def args_vcpus(report) -> str:
+    return f"{report['vcpus']}-vCPU guest has a"
 
 
 def _print(report, model) -> None:
@@ -77,6 +92,9 @@ def _print(report, model) -> None:
           f"for cold-plugged devices)")
     print(f"  model: at most {model.max_ports}, limited by "
           f"{model.limited_by} ({model.budgets[model.limited_by].detail})")
+    if report['guest_limit'] is not None:
+        print(f"  guest: a {args_vcpus(report)} limit of "
+              f"{report['guest_limit']} root ports (interrupt vectors)")
     boot = report['boot']
     if boot is None:
         print('  measured: not booted, the model already says no')

@@ -26,6 +26,7 @@ from oslo_log import log as logging
 
 from pcie_sched import capacity
 from pcie_sched import conf as pcie_conf
+from pcie_sched import host_capacity
 from pcie_sched import placement
 from pcie_sched import probe
 from pcie_sched import spec
@@ -105,9 +106,22 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
                        f'aarch64; this guest has {arch} {machine!r} (set '
                        f'hw_machine_type or [libvirt] hw_machine_type)')
         cold = devices.cold_plugged_devices(guest, arch)
+        needed = requested + len(cold)
+        vcpus = instance.flavor.vcpus
+        guest_limit = (host_capacity.guest_vector_limit(vcpus, len(cold))
+                       if arch == 'x86_64' and
+                       CONF.pcie_sched.enforce_guest_vector_limit else None)
+        if guest_limit is not None and needed > guest_limit:
+            # No host can help: the guest itself would not survive.
+            raise exception.BuildAbortException(
+                instance_uuid=instance.uuid,
+                reason=f'{requested} free hotplug ports + {len(cold)} for '
+                       f'cold-plugged devices = {needed} root ports, but a '
+                       f'guest with {vcpus} vCPU(s) runs out of interrupt '
+                       f'vectors above {guest_limit}; use more vCPUs or '
+                       f'fewer ports')
         firmware = _firmware_kind(guest)
         limit = self.pci_hotplug_ports_max(arch, machine, firmware)
-        needed = requested + len(cold)
         if needed > limit:
             raise HotplugPortsUnavailable(
                 reason=f'{requested} free hotplug ports + {len(cold)} for '

@@ -133,6 +133,28 @@ class TestGuestTopology(DriverTestBase):
                       'free hotplug ports', self.stdlog.logger.output)
 
 
+class TestGuestLimitInTheDriver(DriverTestBase):
+    """The image property path: only the driver sees it, and refuses."""
+
+    def setUp(self):
+        super().setUp()
+        self.start_compute('compute1')
+
+    def test_one_vcpu_guest_over_the_vector_limit_is_aborted(self):
+        image = dict(self.glance.image1,
+                     id='7c9e6679-7425-40de-944b-e07fc1f90ae7')
+        image['properties'] = dict(image['properties'],
+                                   **{spec.IMAGE_KEY: '200'})
+        self.glance.create(nova_context.get_admin_context(), image)
+        flavor = self._create_flavor(vcpu=1, ephemeral=0)
+        server = self._create_server(image_uuid=image['id'],
+                                     flavor_id=flavor, networks='none',
+                                     expected_state='ERROR')
+        self.assertIn('runs out of interrupt vectors',
+                      server['fault']['message'])
+        self.assertIn('1 vCPU(s)', server['fault']['message'])
+
+
 class TestScheduling(DriverTestBase):
 
     def setUp(self):
