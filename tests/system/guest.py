@@ -9,6 +9,7 @@ console and powers off. Both are cached under ``cache_dir``.
 import dataclasses
 import glob
 import gzip
+import hashlib
 import os
 import re
 import shutil
@@ -21,12 +22,36 @@ from pcie_sched import probe
 from pcie_sched import topology
 
 USERSPACE_MARKER = 'PCIE-SCHED-USERSPACE-UP'
+# With pcie_sched_expect=N on the kernel command line, /init waits for N
+# virtio devices to be hot-plugged and reports each one's BARs: "BARS-OK"
+# when every BAR with a size has an address.
 _INIT = f'''#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 echo "{USERSPACE_MARKER} uptime=$(cut -d' ' -f1 /proc/uptime) \\
 pci_devices=$(ls /sys/bus/pci/devices | wc -l)"
+expect=$(sed -n 's/.*pcie_sched_expect=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
+if [ -n "$expect" ]; then
+    waited=0
+    while [ "$(grep -l 0x1af4 /sys/bus/pci/devices/*/vendor | wc -l)" \\
+            -lt "$expect" ] && [ $waited -lt 600 ]; do
+        sleep 1; waited=$((waited + 1))
+    done
+    sleep 3
+    for dev in /sys/bus/pci/devices/*; do
+        [ "$(cat $dev/vendor)" = 0x1af4 ] || continue
+        state=BARS-OK
+        while read start end flags; do
+            if [ "$flags" != 0x0000000000000000 ] && \\
+                    [ "$start" = 0x0000000000000000 ]; then
+                state=BARS-MISSING
+            fi
+        done < $dev/resource
+        echo "HOTPLUGGED $(basename $dev) $state"
+    done
+    echo PCIE-SCHED-REPORT-DONE
+fi
 poweroff -f
 '''
 
@@ -43,6 +68,8 @@ class GuestBoot:
     seconds: float
     pci_devices: int
     console_tail: str
+    #: guest PCI address -> BARS-OK / BARS-MISSING, for hot-plugged devices
+    hotplugged: dict = dataclasses.field(default_factory=dict)
 
 
 def _run(args, cwd=None, timeout=600):
@@ -82,7 +109,8 @@ def kernel(cache_dir):
 
 
 def initramfs(cache_dir):
-    path = os.path.join(cache_dir, 'initrd.gz')
+    recipe = hashlib.sha256(_INIT.encode()).hexdigest()[:12]
+    path = os.path.join(cache_dir, f'initrd-{recipe}.gz')
     if os.path.exists(path):
         return path
     busybox = '/bin/busybox'
@@ -114,8 +142,13 @@ def initramfs(cache_dir):
     return path
 
 
-def boot(ports, vcpus, cache_dir, timeout=400):
-    """Boot the guest with the plan for ``ports`` root ports (all free)."""
+def boot(ports, vcpus, cache_dir, timeout=400, hotplug=False):
+    """Boot the guest with the plan for ``ports`` root ports (all free).
+
+    With ``hotplug``, once userspace is up a virtio-rng device is
+    hot-plugged into every port through QMP and the guest reports each
+    device's BARs (:attr:`GuestBoot.hotplugged`).
+    """
     fw = hostinfo.firmware('x86_64', 'uefi')
     plan = topology.plan(ports, (), 'x86_64', 'q35')
     vmlinuz = kernel(cache_dir)
@@ -131,7 +164,10 @@ def boot(ports, vcpus, cache_dir, timeout=400):
                '-drive', f'if=pflash,format=raw,readonly=on,file={fw.code}',
                '-drive', f'if=pflash,format=raw,file={variables}',
                '-kernel', vmlinuz, '-initrd', initrd,
-               '-append', 'console=ttyS0 quiet loglevel=4 panic=-1',
+               '-append', 'console=ttyS0 quiet loglevel=4 panic=-1' + (
+                   f' pcie_sched_expect={ports}' if hotplug else ''),
+               '-qmp', f'unix:{os.path.join(workdir, "qmp.sock")},'
+                       f'server=on,wait=off',
                *topology.to_qemu_args(plan)]
     start = time.monotonic()
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
@@ -139,7 +175,10 @@ def boot(ports, vcpus, cache_dir, timeout=400):
                                stderr=subprocess.DEVNULL,
                                start_new_session=True)
     try:
-        process.wait(timeout=timeout)
+        if hotplug:
+            _hotplug_all(plan, serial, os.path.join(workdir, 'qmp.sock'),
+                         start + timeout)
+        process.wait(timeout=max(start + timeout - time.monotonic(), 1))
     except subprocess.TimeoutExpired:
         pass
     finally:
@@ -151,5 +190,45 @@ def boot(ports, vcpus, cache_dir, timeout=400):
         shutil.rmtree(workdir, ignore_errors=True)
     match = re.search(USERSPACE_MARKER + r' uptime=\S+ pci_devices=(\d+)',
                       console)
+    hotplugged = dict(re.findall(r'HOTPLUGGED (\S+) (BARS-\w+)', console))
     return GuestBoot(ports, vcpus, bool(match), round(seconds, 1),
-                     int(match.group(1)) if match else 0, console[-600:])
+                     int(match.group(1)) if match else 0, console[-600:],
+                     hotplugged)
+
+
+def _hotplug_all(plan, serial, qmp_path, deadline):
+    import json
+    import socket
+    while USERSPACE_MARKER not in _read(serial):
+        if time.monotonic() > deadline:
+            raise GuestError('the guest never reached userspace')
+        time.sleep(0.5)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(qmp_path)
+        stream = sock.makefile('rw')
+        stream.readline()
+
+        def execute(command, **arguments):
+            stream.write(json.dumps({'execute': command,
+                                     'arguments': arguments}) + '\n')
+            stream.flush()
+            while True:
+                reply = json.loads(stream.readline())
+                if 'event' not in reply:
+                    return reply
+
+        execute('qmp_capabilities')
+        for port in plan.free:
+            reply = execute('device_add', driver='virtio-rng-pci',
+                            bus=port.qemu_id, id=f'hotplug{port.index}')
+            if 'error' in reply:
+                raise GuestError(f'device_add into {port.qemu_id}: '
+                                 f'{reply["error"]}')
+
+
+def _read(path):
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read().decode('utf-8', errors='replace')
+    except FileNotFoundError:
+        return ''
