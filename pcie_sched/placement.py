@@ -93,7 +93,8 @@ def _request(adapter, method: str, url: str, **kwargs):
     from keystoneauth1 import exceptions as ks_exceptions
     try:
         return adapter.request(url, method, microversion=MICROVERSION,
-                               raise_exc=False, **kwargs)
+                               raise_exc=False, timeout=DEFAULT_TIMEOUT,
+                               **kwargs)
     except ks_exceptions.ConnectFailure as exc:
         raise PublishError(f'cannot reach Placement for {method} {url}: '
                            f'{exc}') from exc

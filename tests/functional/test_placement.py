@@ -165,6 +165,46 @@ class TestUnreachable(testtools.TestCase):
                       str(error))
 
 
+class TestSlowAndRefusing(PlacementTestCase):
+
+    def test_non_admin_token_is_a_clear_auth_error(self):
+        adapter = placement.connect(
+            auth_type='admin_token',
+            auth={'endpoint': self.server.url, 'token': 'someuser'})
+        error = self.assertRaises(placement.PublishError, placement.publish,
+                                  adapter, self.provider, 8)
+        self.assertIn('HTTP 403', str(error))
+        self.assertIn('admin role', str(error))
+        self.assertEqual(set(FOREIGN), set(self.traits()['traits']))
+
+    def test_silent_server_times_out(self):
+        import threading
+        listener = socket.socket()
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(8)
+        self.addCleanup(listener.close)
+        accepted = []
+
+        def accept_and_say_nothing():
+            for _ in range(8):
+                try:
+                    accepted.append(listener.accept()[0])
+                except OSError:
+                    return
+        threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+        self.addCleanup(lambda: [conn.close() for conn in accepted])
+        self.useFixture(__import__('fixtures').MonkeyPatch(
+            'pcie_sched.placement.DEFAULT_TIMEOUT', 2.0))
+        port = listener.getsockname()[1]
+        # Skip version discovery (it would time out first): talk to the
+        # real server's adapter but aim each request at the silent one.
+        adapter = self.server.connect().placement
+        adapter.endpoint_override = f'http://127.0.0.1:{port}'
+        error = self.assertRaises(placement.PublishError, placement.publish,
+                                  adapter, self.provider, 8)
+        self.assertIn('timed out', str(error))
+
+
 class TestTraitScheme(testtools.TestCase):
 
     def test_names_are_valid_custom_traits(self):

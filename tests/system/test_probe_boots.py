@@ -157,6 +157,32 @@ class TestCleanup(ProbeTestCase):
         self.assertIn(b'interrupted', err)
         self.assertNothingLeft()
 
+    def test_sigterm_during_cli_probe_leaves_nothing(self):
+        import signal
+        import sys
+        import time
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'pcie_sched.cmd.main', 'probe', '--ports',
+             '64', '--cache-dir', self.cache],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(os.environ, TMPDIR=self.temp_root))
+        deadline = time.monotonic() + 60
+        while not leftovers.probe_processes(self.temp_root):
+            self.assertLess(time.monotonic(), deadline, 'QEMU never started')
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        self.assertEqual(130, process.returncode, err)
+        self.assertNothingLeft()
+
+    def test_missing_qemu_names_the_package(self):
+        self.useFixture(fixtures.EnvironmentVariable('PATH', self.temp_root))
+        error = self.assertRaises(probe.ProbeError, probe.boot, 'x86_64',
+                                  'q35', 'uefi', 1, cache_dir=self.cache)
+        self.assertIn('qemu-system-x86_64 not found', str(error))
+        self.assertIn('qemu-system-x86', str(error))
+        self.assertNothingLeft()
+
     def test_qemu_refusal_is_qemu_error_with_its_message(self):
         result = probe.boot('x86_64', 'q35,no-such-option=on', 'uefi', 2,
                             cache_dir=self.cache)
