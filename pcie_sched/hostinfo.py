@@ -89,9 +89,13 @@ def firmware(arch: str, choice: str) -> Firmware:
         raise HostError(f'firmware={choice!r} is not a readable file; '
                         f'accepted: uefi, bios or a path to a firmware code '
                         f'file')
-    name = os.path.basename(path)
+    # The variable store is paired by the name given, not the symlink
+    # target: Debian's OVMF_CODE_4M.ms.fd points at OVMF_CODE_4M.secboot.fd,
+    # which has no VARS file of its own, while OVMF_VARS_4M.ms.fd exists.
+    given = os.path.abspath(choice)
+    name = os.path.basename(given)
     if 'CODE' in name:
-        variables = os.path.join(os.path.dirname(path),
+        variables = os.path.join(os.path.dirname(given),
                                  name.replace('CODE', 'VARS'))
         if not os.path.isfile(variables):
             raise HostError(f'{path} looks like UEFI code but {variables} '

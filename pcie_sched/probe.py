@@ -8,10 +8,15 @@ the first port) and watches the serial console:
     the payload's marker appeared: the firmware enumerated the ports and
     reached the disk behind port 1.
 ``firmware-shell``
-    the firmware gave up on booting: a UEFI ``Shell>`` prompt with no
-    marker after it, or SeaBIOS's "No bootable device".
+    the firmware gave up on booting: the UEFI shell found no file system
+    at all ("map: No mapping found."), a ``Shell>`` prompt stayed without
+    the marker for :data:`SHELL_GRACE` seconds, the UEFI boot manager
+    fallback ("No bootable option or device was found", firmware builds
+    without a shell), or SeaBIOS's "No bootable device".
 ``hang``
-    QEMU runs but the console has been silent for ``stall_timeout``.
+    QEMU is still running, no verdict yet, and the serial log has not
+    grown for ``stall_timeout`` seconds (measured from QEMU's start when
+    the firmware never printed anything).
 ``qemu-error``
     QEMU exited before the payload ran; ``detail`` holds its message.
 ``timeout``
@@ -62,6 +67,11 @@ RECIPE_VERSION = 1
 _ANSI = re.compile(r'\x1b\[[0-9;?]*[A-Za-z]')
 _SHELL_PROMPT = re.compile(r'Shell> ?')
 _NO_BOOT_DEVICE = re.compile(r'No bootable device')
+# The UEFI shell's startup mapping table: no file system at all means the
+# ESP behind port 1 was not enumerated, and startup.nsh cannot run.
+_NO_MAPPING = re.compile(r'map: No mapping found')
+# edk2's BdsDxe when no boot option works and no shell is built in.
+_NO_BOOT_OPTION = re.compile(r'No bootable option or device was found')
 
 
 class ProbeError(RuntimeError):
@@ -94,6 +104,9 @@ class FindMaxResult:
     fingerprint: str
     steps: ty.Tuple[ty.Tuple[int, str, float], ...]
     cached: bool = False
+    #: Why the result could not be cached ('' when it was, or came from
+    #: the cache); the measurement itself is still valid.
+    cache_error: str = ''
 
     def to_dict(self) -> dict:
         document = dataclasses.asdict(self)
@@ -121,7 +134,8 @@ def classify_console(text: str, now: float, shell_seen_at: ty.Optional[float]
     """
     if marker_seen(text):
         return BOOTED, shell_seen_at
-    if _NO_BOOT_DEVICE.search(text):
+    if (_NO_BOOT_DEVICE.search(text) or _NO_MAPPING.search(text) or
+            _NO_BOOT_OPTION.search(text)):
         return FIRMWARE_SHELL, shell_seen_at
     if _SHELL_PROMPT.search(text):
         if shell_seen_at is None:
@@ -189,21 +203,42 @@ def _resolve_accel(accel: str) -> str:
     return accel
 
 
+def _cache_dir_error(cache_dir: str, exc: OSError) -> str:
+    return (f'cache_dir={cache_dir!r}: {exc.strerror or exc} '
+            f'({exc.filename or cache_dir}); accepted: a writable directory '
+            f'with free space (--cache-dir or [pcie_sched_probe] cache_dir)')
+
+
+def _temp_dir_error(exc: OSError) -> str:
+    return (f'cannot prepare or start the probe boot: {exc}; needs a '
+            f'writable temporary directory with free space '
+            f'(TMPDIR={tempfile.gettempdir()!r}) and an executable QEMU')
+
+
 def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
          timeout: float = DEFAULT_TIMEOUT,
          stall_timeout: float = DEFAULT_STALL_TIMEOUT,
          accel: str = 'tcg', cache_dir: ty.Optional[str] = None
          ) -> BootResult:
     """Boot once with ``ports`` root ports and say how it went."""
+    cache_dir = cache_dir or default_cache_dir()
     try:
+        # Everything missing is reported before anything is built or run.
+        hostinfo.qemu_binary(arch)
         fw = hostinfo.firmware(arch, firmware)
         plan = probe_plan(ports, arch, machine)
         accel = _resolve_accel(accel)
-        disk = payload.disk_image(arch, fw.kind,
-                                  cache_dir or default_cache_dir())
+        disk = payload.disk_image(arch, fw.kind, cache_dir)
     except (hostinfo.HostError, payload.PayloadError) as exc:
         raise ProbeError(str(exc)) from exc
-    workdir = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+    except OSError as exc:
+        # The payload is cached there: an unwritable or full cache
+        # directory is the operator's to fix, not a crash.
+        raise ProbeError(_cache_dir_error(cache_dir, exc)) from exc
+    try:
+        workdir = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+    except OSError as exc:
+        raise ProbeError(_temp_dir_error(exc)) from exc
     process = None
     try:
         command = qemu_command(arch, machine, fw, plan, disk, workdir, accel)
@@ -220,6 +255,10 @@ def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
         seconds = round(time.monotonic() - start, 3)
         return BootResult(outcome, seconds, ports, arch, machine, firmware,
                           detail, text[-400:])
+    except OSError as exc:
+        # Copying the variable store, writing the serial log or starting
+        # QEMU failed: a full temp file system or an unusable binary.
+        raise ProbeError(_temp_dir_error(exc)) from exc
     finally:
         _stop(process)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -244,7 +283,7 @@ def _watch(process, serial_path, stderr_path, start, timeout,
             text = clean_console(raw.decode('utf-8', errors='replace'))
         verdict, shell_seen_at = classify_console(text, now, shell_seen_at)
         if verdict is not None:
-            return verdict, _verdict_detail(verdict), text
+            return verdict, _verdict_detail(verdict, text), text
         status = process.poll()
         if status is not None:
             with open(stderr_path, 'rb') as stderr:
@@ -262,10 +301,17 @@ def _watch(process, serial_path, stderr_path, start, timeout,
         time.sleep(_POLL)
 
 
-def _verdict_detail(outcome: str) -> str:
-    return {BOOTED: 'the payload behind port 1 ran',
-            FIRMWARE_SHELL: 'the firmware stopped without reaching the '
-                            'boot disk behind port 1'}.get(outcome, '')
+def _verdict_detail(outcome: str, text: str = '') -> str:
+    if outcome == BOOTED:
+        return 'the payload behind port 1 ran'
+    if outcome != FIRMWARE_SHELL:
+        return ''
+    seen = [pattern.pattern for pattern in (_NO_MAPPING, _NO_BOOT_OPTION,
+                                            _NO_BOOT_DEVICE, _SHELL_PROMPT)
+            if pattern.search(text)]
+    why = f' (console: {seen[0].strip()!r})' if seen else ''
+    return (f'the firmware stopped without reaching the boot disk behind '
+            f'port 1{why}')
 
 
 def _stop(process) -> None:
@@ -285,8 +331,18 @@ def _stop(process) -> None:
 
 def model_capacity(arch: str, machine: str, firmware: str
                    ) -> capacity.Capacity:
-    fw = hostinfo.firmware(arch, firmware)
-    _, version = hostinfo.qemu_version(hostinfo.qemu_binary(arch))
+    """The model's answer for this host's QEMU version and firmware kind.
+
+    Raises :class:`ProbeError` when QEMU or the firmware is missing (the
+    message names the Debian package) and
+    :class:`pcie_sched.capacity.UnsupportedMachine` for a machine the
+    model does not know.
+    """
+    try:
+        fw = hostinfo.firmware(arch, firmware)
+        _, version = hostinfo.qemu_version(hostinfo.qemu_binary(arch))
+    except hostinfo.HostError as exc:
+        raise ProbeError(str(exc)) from exc
     return capacity.estimate(topology.machine_profile(arch, machine, fw.kind,
                                                       version))
 
@@ -346,6 +402,7 @@ def _store(cache_dir: str, result: FindMaxResult) -> None:
         with os.fdopen(handle, 'w') as out:
             document = result.to_dict()
             document.pop('cached')
+            document.pop('cache_error')
             json.dump(document, out, indent=2, sort_keys=True)
         os.replace(staged, _cache_path(cache_dir, result.fingerprint))
     except BaseException:
@@ -400,7 +457,22 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
     result = FindMaxResult(
         best, len(steps), round(time.monotonic() - start, 3),
         model.max_ports, model.limited_by, strategy, key, tuple(steps))
-    _store(cache_dir, result)
+    return store_or_warn(cache_dir, result, say)
+
+
+def store_or_warn(cache_dir: str, result: FindMaxResult,
+                  say: ty.Callable[[str], None]) -> FindMaxResult:
+    """Cache ``result``; if the cache cannot take it, say so and go on.
+
+    The boots were expensive and their answer is right; a full or
+    read-only cache only costs the next run the same boots again.
+    """
+    try:
+        _store(cache_dir, result)
+    except OSError as exc:
+        message = _cache_dir_error(cache_dir, exc)
+        say(f'warning: result not cached: {message}')
+        return dataclasses.replace(result, cache_error=message)
     return result
 
 
