@@ -30,6 +30,21 @@ ROOT_BUS_NUMBERS = 1
 #: space per function, so one bus takes 32 x 8 x 4 KiB = 1 MiB of window.
 ECAM_BYTES_PER_BUS = DEVICES_PER_BUS * FUNCTIONS_PER_DEVICE * 4096
 MIB = 1024 * 1024
+#: Firmware whose bus arithmetic is 8 bits wide, so a port's bus-reserve
+#: that would pass bus 255 wraps around instead of failing: edk2's PCI bus
+#: driver (OVMF, AAVMF) then silently drops that port's reservation and
+#: gives it just its own secondary bus, and the boot fails only when a
+#: port gets no bus at all. Measured, bus-reserve=7 over the whole
+#: segment: q35 + OVMF, 31 ports keep 8 buses each, ports 32-38 get one
+#: bus each and boot, the 39th hangs the firmware silently; virt + AAVMF,
+#: 32 ports boot the same way. Inside a smaller ECAM window nothing wraps:
+#: the reservation that passes the window's last bus fails the whole
+#: enumeration (virt-2.11, bus-reserve=1: 7 ports boot, 8 stop in the
+#: UEFI shell). SeaBIOS wraps too, but badly: the port that overflows gets
+#: subordinate bus 0 (a range reaching nothing) and the next one reuses
+#: bus 1 (bus-reserve=7: 32 ports boot with the 32nd broken, 33 hang), so
+#: only ports whose whole range fits count.
+BUS_RESERVE_BEST_EFFORT = frozenset({'uefi'})
 
 # -- IO space ---------------------------------------------------------------
 
@@ -37,6 +52,10 @@ MIB = 1024 * 1024
 IO_SPACE_BYTES = 64 * 1024
 #: A PCI bridge's IO window has 4 KiB granularity.
 IO_WINDOW_BYTES = 4096
+#: The 32-bit memory a hotplug port asks the firmware for when its
+#: mem-reserve property is not set: edk2's default hotplug padding
+#: (measured: OVMF and AAVMF give every such port 2 MiB; SeaBIOS too).
+DEFAULT_MEM_RESERVE = 2 * MIB
 
 # -- Machines ---------------------------------------------------------------
 
@@ -53,6 +72,10 @@ class _Machine:
     ecam_source: str
     #: Bytes of IO space the firmware hands to bridges (None: all of it).
     bridge_io_bytes: ty.Mapping[str, int]
+    #: Bytes of 32-bit memory space the firmware hands to PCI devices and
+    #: bridges (absent: not modelled for that firmware).
+    mmio32_bytes: ty.Mapping[str, int] = dataclasses.field(
+        default_factory=dict)
 
 
 #: q35's MCH at 00.0 and the ICH9 LPC/SATA/SMBus functions at 1f.x are
@@ -67,25 +90,42 @@ _Q35 = _Machine(
     # and ACPI/PM); SeaBIOS assigns bridge IO only where a device behind
     # the bridge has an IO BAR.
     bridge_io_bytes={'uefi': 0x10000 - 0x6000, 'bios': 0},
+    # OVMF on q35 puts MMCONFIG at 0xb0000000 and the 32-bit PCI window
+    # from just above it (0xc0000000) up to the IO APIC/flash area at
+    # 0xfc000000: 960 MiB whatever the guest's RAM (measured: 64 ports
+    # with mem-reserve=32M get 30 memory windows, 0xc0000000-0xfbffffff).
+    mmio32_bytes={'uefi': 0xfc000000 - 0xc0000000},
 )
 
-#: aarch64 virt: the GPEX host bridge sits at 00.0. From machine type 2.12
-#: QEMU maps a 256 MiB ECAM above 4 GiB; older machine types, and any
-#: virt machine with highmem (or highmem-ecam) off, only have the 16 MiB
-#: ECAM below 4 GiB, i.e. 16 buses, so ports past the 15th get no bus
-#: number and AAVMF cannot reach what sits behind them.
+#: aarch64 virt: the GPEX host bridge sits at 00.0. From machine type 3.0
+#: QEMU maps a 256 MiB ECAM above 4 GiB (the "high ECAM"; the compat
+#: options of virt-2.12 and older still turn it off); older machine types,
+#: and any virt machine with highmem off (or, from QEMU 8.0, highmem-ecam
+#: off), only have the 16 MiB ECAM below 4 GiB, i.e. 16 buses, so the
+#: 16th port gets no bus number, AAVMF's PCI enumeration fails as a whole
+#: and the guest stops in the UEFI shell without its disks. Measured on
+#: QEMU 7.2: virt-2.12 with 16 ports stops in the shell, virt-3.0 with 17
+#: boots. QEMU also drops the high ECAM when it does not fit the guest's
+#: physical address space (a KVM host with a small IPA size and a lot of
+#: guest RAM); the model cannot see that.
 _VIRT_HIGH_ECAM = _Machine(
     reserved_devices={0x00: 'GPEX host bridge'},
     ecam_bytes=256 * MIB,
     ecam_source='virt high ECAM window of 256 MiB',
     bridge_io_bytes={'uefi': IO_SPACE_BYTES},
+    # QEMU's virt memory map: the low PCIe MMIO window (VIRT_PCIE_MMIO,
+    # 0x10000000 + 0x2eff0000); taken from QEMU's map, not measured.
+    mmio32_bytes={'uefi': 0x2eff0000},
 )
 _VIRT_LOW_ECAM = dataclasses.replace(
     _VIRT_HIGH_ECAM, ecam_bytes=16 * MIB,
-    ecam_source='virt low ECAM window of 16 MiB (machine type before 2.12, '
+    ecam_source='virt low ECAM window of 16 MiB (machine type before 3.0, '
                 'or highmem/highmem-ecam off)')
 #: First virt machine type with the high ECAM window.
-VIRT_HIGH_ECAM_SINCE = (2, 12)
+VIRT_HIGH_ECAM_SINCE = (3, 0)
+#: First QEMU with the virt machine option highmem-ecam (QEMU 7.2 refuses
+#: it: "Property 'virt-7.2-machine.highmem-ecam' not found").
+VIRT_HIGHMEM_ECAM_OPTION_SINCE = (8, 0)
 
 # -- Guest interrupt vectors (x86_64 Linux guests) ------------------------
 
@@ -260,10 +300,18 @@ def _machine_for(profile: MachineProfile) -> _Machine:
     if family == 'q35':
         return _Q35
     off = ('off', 'false', 'no')
+    if ('highmem-ecam' in options and profile.qemu_version is not None and
+            tuple(profile.qemu_version) < VIRT_HIGHMEM_ECAM_OPTION_SINCE):
+        raise UnsupportedMachine(
+            'machine option', f"highmem-ecam={options['highmem-ecam']}",
+            'highmem=on|off on QEMU older than '
+            f'{".".join(map(str, VIRT_HIGHMEM_ECAM_OPTION_SINCE))} (QEMU '
+            f'{".".join(map(str, profile.qemu_version))} refuses '
+            'highmem-ecam)')
     if (options.get('highmem') in off or options.get('highmem-ecam') in off):
         return _VIRT_LOW_ECAM
     # Plain 'virt' is the newest machine type of that QEMU; QEMU older than
-    # 2.12 has no high ECAM at all.
+    # 3.0 has no high ECAM at all.
     effective = version or profile.qemu_version
     if effective is not None and tuple(effective) < VIRT_HIGH_ECAM_SINCE:
         return _VIRT_LOW_ECAM
@@ -322,20 +370,24 @@ def estimate(profile: MachineProfile) -> Capacity:
          'ports_per_slot': profile.ports_per_slot})
 
     secondary_buses = BUS_NUMBERS_PER_SEGMENT - ROOT_BUS_NUMBERS
+    ports, detail = _ports_for_buses(secondary_buses, buses_per_port,
+                                     profile.firmware, wraps=True)
     budgets[BUS_NUMBERS] = Budget(
-        BUS_NUMBERS, secondary_buses // buses_per_port,
+        BUS_NUMBERS, ports,
         f'{BUS_NUMBERS_PER_SEGMENT} bus numbers minus the root bus leaves '
-        f'{secondary_buses}, at {buses_per_port} per port '
-        f'(1 + bus-reserve)',
+        f'{secondary_buses}; {detail}',
         {'bus_numbers': BUS_NUMBERS_PER_SEGMENT,
          'buses_per_port': buses_per_port})
 
     ecam_buses = min(machine.ecam_bytes // ECAM_BYTES_PER_BUS,
                      BUS_NUMBERS_PER_SEGMENT)
+    ports, detail = _ports_for_buses(
+        max(ecam_buses - ROOT_BUS_NUMBERS, 0), buses_per_port,
+        profile.firmware, wraps=ecam_buses >= BUS_NUMBERS_PER_SEGMENT)
     budgets[ECAM_WINDOW] = Budget(
-        ECAM_WINDOW, max(ecam_buses - ROOT_BUS_NUMBERS, 0) // buses_per_port,
+        ECAM_WINDOW, ports,
         f'{machine.ecam_source} maps {ecam_buses} buses at 1 MiB each; '
-        f'minus the root bus, at {buses_per_port} per port',
+        f'minus the root bus, {detail}',
         {'ecam_bytes': machine.ecam_bytes, 'ecam_buses': ecam_buses,
          'buses_per_port': buses_per_port})
 
@@ -361,6 +413,31 @@ def estimate(profile: MachineProfile) -> Capacity:
         f'{binding.detail}.')
     return Capacity(max_ports, limited_by, budgets, explanation, windows,
                     profile)
+
+
+def _ports_for_buses(buses: int, buses_per_port: int, firmware: str,
+                     wraps: bool) -> ty.Tuple[int, str]:
+    """Ports that boot with ``buses`` bus numbers, and the arithmetic.
+
+    Every port needs its secondary bus; ``bus-reserve`` asks for more.
+    ``wraps``: the buses end at bus 255, where the firmware's 8-bit bus
+    arithmetic wraps (see :data:`BUS_RESERVE_BEST_EFFORT`).
+    """
+    full = buses // buses_per_port
+    if buses_per_port == 1:
+        return full, f'{buses} ports at 1 bus each'
+    if wraps and firmware in BUS_RESERVE_BEST_EFFORT:
+        left = buses - full * buses_per_port
+        return full + left, (
+            f'{full} ports keep {buses_per_port} buses each (1 + '
+            f'bus-reserve), the firmware gives the next {left} one bus each '
+            f'without the reservation')
+    if firmware in BUS_RESERVE_BEST_EFFORT:
+        return full, (f'{full} ports at {buses_per_port} buses each (1 + '
+                      f'bus-reserve); a reservation past the last bus fails '
+                      f'the enumeration')
+    return full, (f'{full} ports at {buses_per_port} buses each (1 + '
+                  f'bus-reserve); SeaBIOS wraps the bus number past that')
 
 
 def _guest_budget(profile: MachineProfile) -> ty.Optional[Budget]:
@@ -398,34 +475,67 @@ def _windows(profile: MachineProfile, machine: _Machine,
              ports: int) -> Windows:
     """Which ports get IO and 32-bit memory windows from the firmware.
 
-    Measured with QMP ``query-pci`` after the firmware ran: OVMF gives IO
-    windows until its bridge IO space is gone and then also leaves the
-    remaining ports without a 32-bit memory window, unless the port asks
-    for no IO (``io-reserve=0``), in which case every port gets a memory
-    window and none an IO window. SeaBIOS gives every hotplug port a
-    memory window and IO only where a device needs it. A port without a
-    memory window cannot take a hot-plugged PCIe device.
+    Measured with QMP ``query-pci`` after the firmware ran: when the
+    bridge IO space cannot give every port its 4 KiB, edk2's PCI bus
+    driver (OVMF and AAVMF alike) keeps the hotplug reservations (IO 4
+    KiB, memory 2 MiB, prefetchable memory) of only as many ports as the
+    IO space covers and drops the reservations of all the others; an
+    occupied port keeps just what its device's BARs need. With
+    ``io-reserve=0`` no port asks for IO and every port keeps its memory
+    reservation. SeaBIOS gives every hotplug port a memory window and IO
+    only where a device needs it. A free port without a memory window
+    cannot take a hot-plugged PCIe device.
     """
     io_reserve = profile.port_properties.get('io-reserve')
     bridge_io = machine.bridge_io_bytes.get(profile.firmware,
                                             IO_SPACE_BYTES)
     if io_reserve == 0 or bridge_io == 0:
-        return Windows(0, ports, 'no port asks for IO space '
+        memory, note = _memory_windows(profile, machine, ports)
+        return Windows(0, memory, 'no port asks for IO space '
                        '(io-reserve=0, or the firmware assigns IO only on '
-                       'demand), so every port gets a memory window')
+                       f'demand); {note}')
     io_windows = min(ports, bridge_io // IO_WINDOW_BYTES)
     if io_windows >= ports:
-        return Windows(ports, ports, f'{bridge_io // 1024} KiB of bridge IO '
-                       f'space covers all {ports} ports at 4 KiB each')
-    # AAVMF shares OVMF's PCI bus driver, so it is assumed to behave alike.
+        memory, note = _memory_windows(profile, machine, ports)
+        return Windows(ports, memory, f'{bridge_io // 1024} KiB of bridge '
+                       f'IO space covers all {ports} ports at 4 KiB each; '
+                       f'{note}')
     if profile.firmware == 'uefi':
+        name = 'AAVMF' if profile.arch == 'aarch64' else 'OVMF'
         return Windows(
             io_windows, io_windows,
             f'{bridge_io // 1024} KiB of bridge IO space at 4 KiB per port '
-            f'gives {io_windows} ports an IO window; OVMF leaves the other '
-            f'{ports - io_windows} without a memory window too, so they '
-            f'cannot take a hot-plugged device: set io-reserve=0')
+            f'gives {io_windows} ports an IO window; {name} leaves the other '
+            f'{ports - io_windows} without a memory window too (an occupied '
+            f'one keeps only what its device needs), so they cannot take a '
+            f'hot-plugged device: set io-reserve=0')
     return Windows(io_windows, ports,
                    f'{bridge_io // 1024} KiB of bridge IO space at 4 KiB per '
                    f'port gives {io_windows} ports an IO window; every port '
                    f'gets a memory window')
+
+
+def _memory_windows(profile: MachineProfile, machine: _Machine,
+                    ports: int) -> ty.Tuple[int, str]:
+    """Ports whose mem-reserve fits the firmware's 32-bit PCI window."""
+    reserve = profile.port_properties.get('mem-reserve',
+                                          DEFAULT_MEM_RESERVE)
+    window = machine.mmio32_bytes.get(profile.firmware)
+    if window is None or reserve == 0:
+        return ports, 'every port gets a memory window'
+    fitting = window // reserve
+    if fitting >= ports:
+        return ports, (f'{window // MIB} MiB of 32-bit PCI memory covers '
+                       f'all {ports} ports at {_size(reserve)} each')
+    return fitting, (f'{window // MIB} MiB of 32-bit PCI memory at '
+                     f'{_size(reserve)} (mem-reserve) per port gives '
+                     f'only {fitting} ports a memory window (less what '
+                     f'cold-plugged devices use); the others cannot take '
+                     f'a hot-plugged device')
+
+
+def _size(value: int) -> str:
+    for unit, scale in (('GiB', 1024 * MIB), ('MiB', MIB), ('KiB', 1024)):
+        if value >= scale and value % scale == 0:
+            return f'{value // scale} {unit}'
+    return f'{value} bytes'

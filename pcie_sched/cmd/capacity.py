@@ -21,12 +21,19 @@ def default_machine(arch: str) -> str:
     return {'x86_64': 'q35', 'aarch64': 'virt'}[arch]
 
 
+#: QEMU's size suffixes, as in mem-reserve=32M.
+_SUFFIXES = {'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3}
+
+
 def parse_port_property(text: str):
     key, sep, value = text.partition('=')
-    if not sep or not value.isascii() or not value.isdigit():
-        raise ValueError(f'--port-prop {text!r}: expected NAME=INTEGER with '
-                         f'NAME one of {", ".join(capacity.PORT_PROPERTIES)}')
-    return key, int(value)
+    scale = _SUFFIXES.get(value[-1:].upper(), 1) if value else 1
+    digits = value[:-1] if scale != 1 else value
+    if not sep or not digits.isascii() or not digits.isdigit():
+        raise ValueError(f'--port-prop {text!r}: expected NAME=INTEGER (a '
+                         f'K, M or G suffix allowed for sizes) with NAME one '
+                         f'of {", ".join(capacity.PORT_PROPERTIES)}')
+    return key, int(digits) * scale
 
 
 def parse_version(text: str):
@@ -54,7 +61,7 @@ def register(subparsers) -> None:
     parser.add_argument('--port-prop', action='append', default=[],
                         metavar='NAME=VALUE',
                         help='pcie-root-port property, e.g. bus-reserve=8 '
-                             '(repeatable)')
+                             'or mem-reserve=32M (repeatable)')
     parser.add_argument('--root-bus-devices', type=int, default=0,
                         help='other devices on the root bus, e.g. 1 for '
                              "libvirt's video device (default: 0)")

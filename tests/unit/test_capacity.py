@@ -29,10 +29,30 @@ class TestEstimate(testtools.TestCase):
         ('q35_one_port_per_slot', dict(
             profile=dict(arch='x86_64', machine='q35', ports_per_slot=1),
             max_ports=32 - 2, limited_by='root-bus-slots')),
+        # edk2 keeps bus-reserve while it fits in the 255 buses, then gives
+        # each further port one bus (its 8-bit bus arithmetic wraps):
+        # measured with bus-reserve=7, 38 ports boot and 39 hang.
         ('q35_bus_reserve', dict(
             profile=dict(arch='x86_64', machine='q35',
                          port_properties={'bus-reserve': 3}),
-            max_ports=(256 - 1) // 4, limited_by='bus-numbers')),
+            max_ports=(256 - 1) // 4 + (256 - 1) % 4,
+            limited_by='bus-numbers')),
+        ('q35_bus_reserve_7_measured', dict(
+            profile=dict(arch='x86_64', machine='q35',
+                         port_properties={'bus-reserve': 7}),
+            max_ports=(256 - 1) // 8 + (256 - 1) % 8,
+            limited_by='bus-numbers')),
+        # SeaBIOS wraps the bus number into a broken range instead:
+        # measured with bus-reserve=7, 32 boot (the 32nd broken), 33 hang.
+        ('q35_bios_bus_reserve', dict(
+            profile=dict(arch='x86_64', machine='q35', firmware='bios',
+                         port_properties={'bus-reserve': 7}),
+            max_ports=(256 - 1) // 8, limited_by='bus-numbers')),
+        ('virt_bus_reserve', dict(
+            profile=dict(arch='aarch64', machine='virt',
+                         port_properties={'bus-reserve': 7}),
+            max_ports=(256 - 1) // 8 + (256 - 1) % 8,
+            limited_by='bus-numbers')),
         ('virt_new', dict(
             profile=dict(arch='aarch64', machine='virt',
                          qemu_version=(7, 2)),
@@ -53,6 +73,32 @@ class TestEstimate(testtools.TestCase):
             profile=dict(arch='aarch64', machine='virt',
                          qemu_version=(2, 11)),
             max_ports=16 - 1, limited_by='ecam-window')),
+        # virt-2.12's compat options still turn the high ECAM off (measured:
+        # 16 ports stop in the UEFI shell); virt-3.0 is the first with it
+        # (measured: 17 ports boot).
+        ('virt_2_12_low_ecam', dict(
+            profile=dict(arch='aarch64', machine='virt-2.12'),
+            max_ports=16 - 1, limited_by='ecam-window')),
+        ('virt_3_0_high_ecam', dict(
+            profile=dict(arch='aarch64', machine='virt-3.0'),
+            max_ports=(32 - 1) * 8, limited_by='root-bus-slots')),
+        ('virt_on_qemu_2_12', dict(
+            profile=dict(arch='aarch64', machine='virt',
+                         qemu_version=(2, 12)),
+            max_ports=16 - 1, limited_by='ecam-window')),
+        ('virt_on_qemu_3_0', dict(
+            profile=dict(arch='aarch64', machine='virt',
+                         qemu_version=(3, 0)),
+            max_ports=(32 - 1) * 8, limited_by='root-bus-slots')),
+        ('virt_highmem_ecam_off_qemu_8', dict(
+            profile=dict(arch='aarch64', machine='virt,highmem-ecam=off',
+                         qemu_version=(8, 0)),
+            max_ports=16 - 1, limited_by='ecam-window')),
+        ('virt_highmem_on', dict(
+            profile=dict(arch='aarch64', machine='virt-7.2,highmem=on'),
+            max_ports=(32 - 1) * 8, limited_by='root-bus-slots')),
+        # Inside the 16-bus window nothing wraps: a reservation past bus 15
+        # fails the enumeration (measured: 7 boot, 8 stop in the shell).
         ('virt_low_ecam_bus_reserve', dict(
             profile=dict(arch='aarch64', machine='virt-2.11',
                          port_properties={'bus-reserve': 1}),
@@ -89,6 +135,30 @@ class TestWindows(testtools.TestCase):
         self.assertEqual(0, result.windows.io)
         self.assertEqual(result.max_ports, result.windows.memory)
 
+    def test_aavmf_io_space(self):
+        result = capacity.estimate(capacity.MachineProfile(
+            'aarch64', 'virt'))
+        # virt's 64 KiB PIO window at 4 KiB per port (measured: 24 ports,
+        # 16 IO windows).
+        self.assertEqual(64 // 4, result.windows.io)
+        self.assertIn('AAVMF', result.windows.detail)
+
+    def test_mem_reserve_exhausts_the_32_bit_window(self):
+        mem_reserve = 32 * 1024 * 1024
+        result = capacity.estimate(capacity.MachineProfile(
+            'x86_64', 'q35', port_properties={'io-reserve': 0,
+                                              'mem-reserve': mem_reserve}))
+        # OVMF's q35 window 0xc0000000-0xfbffffff (measured: 64 ports,
+        # 30 memory windows).
+        self.assertEqual((0xfc000000 - 0xc0000000) // mem_reserve,
+                         result.windows.memory)
+        self.assertIn('mem-reserve', result.windows.detail)
+
+    def test_default_memory_fits_every_port(self):
+        result = capacity.estimate(capacity.MachineProfile(
+            'x86_64', 'q35', port_properties={'io-reserve': 0}))
+        self.assertEqual(result.max_ports, result.windows.memory)
+
     def test_seabios_assigns_io_on_demand(self):
         result = capacity.estimate(capacity.MachineProfile(
             'x86_64', 'q35', firmware='bios'))
@@ -123,6 +193,12 @@ class TestRefusals(testtools.TestCase):
         ('bad_option', dict(profile=dict(arch='aarch64',
                                          machine='virt,highmem'),
                             words=["machine option='highmem'", 'key=value'])),
+        # QEMU 7.2 has no highmem-ecam machine property (8.0 added it).
+        ('highmem_ecam_on_qemu_7_2', dict(
+            profile=dict(arch='aarch64', machine='virt,highmem-ecam=off',
+                         qemu_version=(7, 2)),
+            words=["machine option='highmem-ecam=off'", 'highmem=on|off',
+                   'QEMU 7.2'])),
         ('root_bus_devices', dict(
             profile=dict(arch='x86_64', machine='q35', root_bus_devices=40),
             words=['root_bus_devices=40', '0 to 31'])),
@@ -168,6 +244,22 @@ class TestCapacityCommand(testtools.TestCase):
         self.assertEqual('ecam-window', document['limited_by'])
         self.assertIn('explanation', document)
         self.assertIn('budgets', document)
+
+    def test_size_suffix(self):
+        import contextlib
+        import io
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            status = main.main(['capacity', '--port-prop', 'io-reserve=0',
+                                '--port-prop', 'mem-reserve=32M',
+                                '--format', 'json'])
+        self.assertEqual(0, status)
+        document = json.loads(out.getvalue())
+        self.assertEqual(32 * 1024 * 1024,
+                         document['profile']['port_properties'][
+                             'mem-reserve'])
+        self.assertEqual((0xfc000000 - 0xc0000000) // (32 * 1024 * 1024),
+                         document['windows']['memory'])
 
     def test_bad_property_is_a_usage_error(self):
         import contextlib
