@@ -59,6 +59,13 @@ DEFAULT_STALL_TIMEOUT = 120.0
 #: print its marker (AAVMF counts down 5 seconds first).
 SHELL_GRACE = 15.0
 _POLL = 0.2
+#: Outcomes that say nothing about the firmware: a TCG guest on a busy
+#: host can stall once (seen: 1 of 12 AAVMF boots with 248 ports, on
+#: virt-3.0, sat silent for 120 s; the other 11 on virt and virt-3.0
+#: booted in 20-29 s). find_max boots once more before it counts such a
+#: count as not booting.
+INCONCLUSIVE = (HANG, TIMEOUT)
+RETRIES = 1
 #: Every probe's private temp directory starts with this.
 TEMP_PREFIX = 'pcie-sched-probe-'
 #: Bumped whenever the boot recipe changes, so cached results expire.
@@ -72,6 +79,14 @@ _NO_BOOT_DEVICE = re.compile(r'No bootable device')
 _NO_MAPPING = re.compile(r'map: No mapping found')
 # edk2's BdsDxe when no boot option works and no shell is built in.
 _NO_BOOT_OPTION = re.compile(r'No bootable option or device was found')
+# edk2 with Secure Boot keys enrolled (Debian's *.ms.fd variable stores):
+# the disk behind port 1 was reached, but the unsigned payload refused.
+# Only a boot option on a PCI device path counts: the built-in shell in
+# the firmware volume, Fv(...), is refused the same way.
+_SECURE_BOOT = re.compile(r'failed to (?:load|start) Boot[0-9A-Fa-f]{4} '
+                          r'"[^"\n]*" from PciRoot[^:\n]*: '
+                          r'(?:Access Denied|Security Violation)')
+SECURE_BOOT_REFUSED = 'Secure Boot refused the unsigned probe payload'
 
 
 class ProbeError(RuntimeError):
@@ -155,6 +170,15 @@ def default_cache_dir() -> str:
     return os.path.join(os.path.expanduser('~'), '.cache', 'pcie-sched')
 
 
+def _option_value(value: str) -> str:
+    """``value`` as one QEMU option value: a comma is written twice.
+
+    Without this a path such as ``/srv/a,b`` would end the ``file=``
+    value early and the rest would be read as further options.
+    """
+    return value.replace(',', ',,')
+
+
 def qemu_command(arch: str, machine: str, fw: hostinfo.Firmware,
                  plan: topology.Plan, disk: str, workdir: str,
                  accel: str) -> ty.List[str]:
@@ -169,13 +193,15 @@ def qemu_command(arch: str, machine: str, fw: hostinfo.Firmware,
         variables = os.path.join(workdir, 'vars.fd')
         shutil.copyfile(fw.variables, variables)
         command += [
-            '-drive', f'if=pflash,format=raw,readonly=on,file={fw.code}',
-            '-drive', f'if=pflash,format=raw,file={variables}']
+            '-drive', f'if=pflash,format=raw,readonly=on,'
+                      f'file={_option_value(fw.code)}',
+            '-drive', f'if=pflash,format=raw,'
+                      f'file={_option_value(variables)}']
     else:
         command += ['-bios', fw.code]
     command += topology.to_qemu_args(plan)
     command += ['-drive', f'if=none,id=bootdisk,format=raw,readonly=on,'
-                          f'file={disk}',
+                          f'file={_option_value(disk)}',
                 '-device', f'virtio-blk-pci,drive=bootdisk,'
                            f'bus={plan.ports[0].qemu_id}']
     return command
@@ -272,6 +298,10 @@ def _watch(process, serial_path, stderr_path, start, timeout,
     shell_seen_at = None
     while True:
         now = time.monotonic()
+        # Poll before reading: a payload that prints the marker and powers
+        # off at once must be judged on everything QEMU wrote before it
+        # exited, not on a read taken just before the marker landed.
+        status = process.poll()
         try:
             with open(serial_path, 'rb') as serial:
                 raw = serial.read()
@@ -284,7 +314,6 @@ def _watch(process, serial_path, stderr_path, start, timeout,
         verdict, shell_seen_at = classify_console(text, now, shell_seen_at)
         if verdict is not None:
             return verdict, _verdict_detail(verdict, text), text
-        status = process.poll()
         if status is not None:
             with open(stderr_path, 'rb') as stderr:
                 message = stderr.read().decode('utf-8', errors='replace')
@@ -296,6 +325,11 @@ def _watch(process, serial_path, stderr_path, start, timeout,
         if now - start >= timeout:
             return TIMEOUT, f'no verdict within {timeout:g}s', text
         if now - last_change >= stall_timeout:
+            if shell_seen_at is not None:
+                # Sitting silent at its own prompt is the firmware's shell,
+                # even when stall_timeout is shorter than SHELL_GRACE.
+                return (FIRMWARE_SHELL, _verdict_detail(FIRMWARE_SHELL, text),
+                        text)
             return (HANG, f'console silent for {stall_timeout:g}s while '
                           f'QEMU kept running', text)
         time.sleep(_POLL)
@@ -306,6 +340,11 @@ def _verdict_detail(outcome: str, text: str = '') -> str:
         return 'the payload behind port 1 ran'
     if outcome != FIRMWARE_SHELL:
         return ''
+    if _SECURE_BOOT.search(text):
+        # Not a port limit: no count would boot with these keys enrolled.
+        return (f'{SECURE_BOOT_REFUSED} (console: '
+                f'{_SECURE_BOOT.search(text).group(0)!r}); probe the same '
+                f'firmware code with a variable store without enrolled keys')
     seen = [pattern.pattern for pattern in (_NO_MAPPING, _NO_BOOT_OPTION,
                                             _NO_BOOT_DEVICE, _SHELL_PROMPT)
             if pattern.search(text)]
@@ -353,10 +392,13 @@ def fingerprint(arch: str, machine: str, firmware: str) -> str:
     binary = hostinfo.qemu_binary(arch)
     version_line, _ = hostinfo.qemu_version(binary)
     fw = hostinfo.firmware(arch, firmware)
+    # The variable store decides too: the same Secure Boot code with
+    # Microsoft's keys enrolled refuses the probe's unsigned payload.
+    variables = hostinfo.file_digest(fw.variables) if fw.variables else '-'
     parts = [f'recipe={RECIPE_VERSION}', f'arch={arch}',
              f'machine={machine}', f'qemu={version_line}',
              f'qemu-binary={hostinfo.file_digest(binary)}',
-             f'firmware={fw.kind}:{fw.digest()}']
+             f'firmware={fw.kind}:{fw.digest()}', f'vars={variables}']
     return hashlib.sha256('\n'.join(parts).encode()).hexdigest()
 
 
@@ -421,6 +463,9 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
     boots when the model is right; one when one more does not even fit
     the root bus), and falls back to bisection around it otherwise.
     ``strategy='bisect'`` bisects the whole range without the model.
+    A count whose boot hangs or times out is booted once more before it
+    counts as not booting (see :data:`INCONCLUSIVE`); every boot is in
+    ``steps``.
     """
     if strategy not in ('model', 'bisect'):
         raise ProbeError(f'strategy={strategy!r}; accepted: model, bisect')
@@ -443,11 +488,19 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
         if count > limit:
             say(f'{count} ports: do not fit the root bus (at most {limit})')
             return False
-        say(f'booting with {count} root ports ...')
-        result = boot(arch, machine, firmware, count, cache_dir=cache_dir,
-                      **boot_options)
-        steps.append((count, result.outcome, result.seconds))
-        say(f'{count} ports: {result.outcome} in {result.seconds:.1f}s')
+
+        def once() -> BootResult:
+            say(f'booting with {count} root ports ...')
+            result = boot(arch, machine, firmware, count,
+                          cache_dir=cache_dir, **boot_options)
+            steps.append((count, result.outcome, result.seconds))
+            say(f'{count} ports: {result.outcome} in {result.seconds:.1f}s')
+            return result
+        result = conclusive(once)
+        if result.detail.startswith(SECURE_BOOT_REFUSED):
+            # Every count would fail the same way; a maximum of 0 cached
+            # for this firmware would be wrong, so measure nothing.
+            raise ProbeError(f'firmware={firmware!r}: {result.detail}')
         return result.outcome == BOOTED
 
     if strategy == 'model':
@@ -473,6 +526,21 @@ def store_or_warn(cache_dir: str, result: FindMaxResult,
         message = _cache_dir_error(cache_dir, exc)
         say(f'warning: result not cached: {message}')
         return dataclasses.replace(result, cache_error=message)
+    return result
+
+
+def conclusive(once: ty.Callable[[], BootResult],
+               retries: int = RETRIES) -> BootResult:
+    """Boot until the outcome says something about the firmware.
+
+    A hang or timeout (:data:`INCONCLUSIVE`) is tried again up to
+    ``retries`` times; booted, firmware-shell and qemu-error are final.
+    """
+    result = once()
+    for _ in range(retries):
+        if result.outcome not in INCONCLUSIVE:
+            break
+        result = once()
     return result
 
 

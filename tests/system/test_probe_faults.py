@@ -51,13 +51,16 @@ class FaultTestCase(testtools.TestCase):
 
 
 class TestSignalsDuringCli(FaultTestCase):
-    """SIGINT and SIGTERM unwind the CLI like Ctrl-C, mid-boot."""
+    """SIGINT and SIGTERM unwind find-max like Ctrl-C, mid-boot.
+
+    A single ``--ports`` boot is covered in test_probe_boots.TestCleanup;
+    here the signal lands inside find-max, which must neither leave QEMU
+    nor cache a result it did not finish measuring.
+    """
 
     scenarios = [
-        ('sigint_probe', dict(signum=signal.SIGINT,
-                              command=['--ports', '64'])),
-        ('sigterm_probe', dict(signum=signal.SIGTERM,
-                               command=['--ports', '64'])),
+        ('sigint_find_max', dict(signum=signal.SIGINT,
+                                 command=['--find-max', '--no-cache'])),
         ('sigterm_find_max', dict(signum=signal.SIGTERM,
                                   command=['--find-max', '--no-cache'])),
     ]
@@ -101,4 +104,65 @@ class TestQemuDies(FaultTestCase):
         self.assertFalse(worker.is_alive())
         self.assertEqual(probe.QEMU_ERROR, results[0].outcome, results[0])
         self.assertIn('status -9', results[0].detail)
+        self.assertNothingLeft()
+
+
+class TestPathsWithCommas(FaultTestCase):
+    """QEMU splits option values at commas; the probe's paths may hold one.
+
+    Firmware, variable store (TMPDIR) and payload (cache) paths all pass
+    through ``-drive file=...``; an unescaped comma would end the value
+    and feed the rest to QEMU as options.
+    """
+
+    def test_firmware_tmpdir_and_cache_with_commas_boot(self):
+        odd = os.path.join(self.temp_root, 'a,b=on')
+        os.mkdir(odd)
+        self.useFixture(fixtures.MonkeyPatch('tempfile.tempdir', odd))
+        firmware = os.path.join(odd, 'OVMF_CODE_4M.fd')
+        for name in ('OVMF_CODE_4M.fd', 'OVMF_VARS_4M.fd'):
+            with open(os.path.join('/usr/share/OVMF', name), 'rb') as src:
+                with open(os.path.join(odd, name), 'wb') as dst:
+                    dst.write(src.read())
+        result = probe.boot('x86_64', 'q35', firmware, 2,
+                            cache_dir=os.path.join(odd, 'cache,x'))
+        self.assertEqual(probe.BOOTED, result.outcome, result)
+        self.assertEqual([], leftovers.probe_processes(odd))
+        self.assertEqual([], leftovers.probe_temp_dirs(odd))
+
+
+_SECURE_BOOT_CODE = '/usr/share/OVMF/OVMF_CODE_4M.ms.fd'
+
+
+class TestSecureBootFirmware(FaultTestCase):
+    """Debian's OVMF with Microsoft's keys refuses the unsigned payload.
+
+    That says nothing about ports: one boot reports it as such, and
+    find-max (full matrix only, it boots the model's 232 ports first)
+    refuses to measure rather than cache a maximum of 0.
+    """
+
+    scenarios = [('one_boot', dict(find_max=False))] + (
+        [('find_max', dict(find_max=True))]
+        if os.environ.get('PCIE_SCHED_FULL_MATRIX') == '1' else [])
+
+    def test_refusal_is_named(self):
+        self.assertTrue(os.path.exists(_SECURE_BOOT_CODE),
+                        f'{_SECURE_BOOT_CODE} missing: install the Debian '
+                        f'package ovmf')
+        if self.find_max:
+            error = self.assertRaises(
+                probe.ProbeError, probe.find_max, 'x86_64', 'q35',
+                _SECURE_BOOT_CODE, cache_dir=self.cache)
+            self.assertIn(probe.SECURE_BOOT_REFUSED, str(error))
+            self.assertIn(f'firmware={_SECURE_BOOT_CODE!r}', str(error))
+            self.assertEqual([], [name for name in os.listdir(self.cache)
+                                  if name.startswith('find-max-')])
+        else:
+            result = probe.boot('x86_64', 'q35', _SECURE_BOOT_CODE, 2,
+                                cache_dir=self.cache)
+            self.assertEqual(probe.FIRMWARE_SHELL, result.outcome, result)
+            self.assertTrue(
+                result.detail.startswith(probe.SECURE_BOOT_REFUSED), result)
+            self.assertIn('from PciRoot(0x0)/Pci(', result.detail)
         self.assertNothingLeft()

@@ -2,6 +2,9 @@
 
 import json
 import os
+import subprocess
+import sys
+import time
 
 import fixtures
 import testscenarios
@@ -27,6 +30,14 @@ _AAVMF_ESP = (
     '          PciRoot(0x0)/Pci(0x1,0x0)/Pci(0x0,0x0)\r\n'
     'Press ESC in 5 seconds to skip startup.nsh or any other key to '
     'continue.')
+_OVMF_SECURE_BOOT_DISK_REFUSED = (
+    'BdsDxe: loading Boot0001 "UEFI Non-Block Boot Device" from '
+    'PciRoot(0x0)/Pci(0x2,0x0)/Pci(0x0,0x0)\r\n'
+    'BdsDxe: failed to load Boot0001 "UEFI Non-Block Boot Device" from '
+    'PciRoot(0x0)/Pci(0x2,0x0)/Pci(0x0,0x0): Access Denied\r\n'
+    'BdsDxe: failed to start Boot0002 "EFI Internal Shell" from '
+    'Fv(7CB8BDC9)/FvFile(7C04A583): Security Violation\r\n'
+    'BdsDxe: No bootable option or device was found.\r\n')
 _OVMF_SECURE_BOOT = (
     'BdsDxe: failed to start Boot0001 "EFI Internal Shell" from Fv(7CB8)'
     ': Security Violation\r\n'
@@ -44,6 +55,9 @@ class TestFirmwareGaveUp(testtools.TestCase):
         ('ovmf_boot_manager_fallback', dict(
             console=_OVMF_SECURE_BOOT, expected=probe.FIRMWARE_SHELL,
             why='No bootable option')),
+        ('secure_boot_refused_the_payload', dict(
+            console=_OVMF_SECURE_BOOT_DISK_REFUSED,
+            expected=probe.FIRMWARE_SHELL, why=probe.SECURE_BOOT_REFUSED)),
         ('aavmf_esp_found_keep_watching', dict(console=_AAVMF_ESP,
                                                expected=None, why=None)),
         ('marker_wins_over_everything', dict(
@@ -57,7 +71,12 @@ class TestFirmwareGaveUp(testtools.TestCase):
         self.assertEqual(self.expected, verdict)
         self.assertIsNone(shell_seen_at)
         if self.why:
-            self.assertIn(self.why, probe._verdict_detail(verdict, text))
+            detail = probe._verdict_detail(verdict, text)
+            self.assertIn(self.why, detail)
+            # Only a refused disk is blamed on Secure Boot; a refused
+            # built-in shell with no disk found is an ordinary stop.
+            self.assertEqual(self.why == probe.SECURE_BOOT_REFUSED,
+                             detail.startswith(probe.SECURE_BOOT_REFUSED))
 
 
 class TestHostFiles(testtools.TestCase):
@@ -174,3 +193,149 @@ class TestModelNeedsTheHost(testtools.TestCase):
         error = self.assertRaises(probe.ProbeError, probe.model_capacity,
                                   'aarch64', 'virt', 'uefi')
         self.assertIn('qemu-system-arm', str(error))
+
+
+class TestQemuCommand(testtools.TestCase):
+    """QEMU gets the least it needs, and paths cannot become options."""
+
+    scenarios = [
+        ('q35_ovmf', dict(arch='x86_64', machine='q35', firmware='uefi')),
+        ('q35_seabios', dict(arch='x86_64', machine='q35',
+                             firmware='bios')),
+        ('virt_aavmf', dict(arch='aarch64', machine='virt-2.11',
+                            firmware='uefi')),
+    ]
+
+    def test_arguments(self):
+        workdir = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                               'w,x')
+        os.mkdir(workdir)
+        fw = hostinfo.firmware(self.arch, self.firmware)
+        plan = probe.probe_plan(9, self.arch, self.machine)
+        command = probe.qemu_command(self.arch, self.machine, fw, plan,
+                                     '/srv/a,b.img', workdir, 'tcg')
+        joined = ' '.join(command)
+        for needed in ('-nodefaults', '-no-user-config'):
+            self.assertIn(needed, command)
+        self.assertEqual(['-accel', 'tcg'],
+                         command[command.index('-accel'):][:2])
+        self.assertEqual(['-net', 'none'],
+                         command[command.index('-net'):][:2])
+        for forbidden in ('netdev', 'vfio', 'nic', 'usb', 'hostdev'):
+            self.assertNotIn(forbidden, joined)
+        self.assertIn('file=/srv/a,,b.img', joined)
+        disk = command[command.index('-device', len(command) - 2) + 1]
+        self.assertIn(f'bus={plan.ports[0].qemu_id}', disk)
+        self.assertEqual('pci.1', plan.ports[0].qemu_id)
+        self.assertEqual(9, sum(1 for arg in command
+                                if arg.startswith('pcie-root-port,')))
+        if fw.kind == 'uefi':
+            # A private copy of the variable store, never the template.
+            private = os.path.join(workdir, 'vars.fd')
+            self.assertTrue(os.path.isfile(private))
+            self.assertIn(f'file={private.replace(",", ",,")}', joined)
+            self.assertNotIn(fw.variables, joined)
+            self.assertIn(f'readonly=on,file={fw.code}', joined)
+        else:
+            self.assertEqual(fw.code, command[command.index('-bios') + 1])
+
+
+class TestWatch(testtools.TestCase):
+    """The console watcher against small real stand-in processes.
+
+    What they write to the serial log and when they exit decides the
+    verdict, exactly as QEMU's would.
+    """
+
+    scenarios = [
+        ('marker_then_exit', dict(
+            script='open(SERIAL, "w").write("GRUB\\n" + MARKER + "\\n")',
+            expected=probe.BOOTED, detail='payload behind port 1')),
+        ('exit_with_message', dict(
+            script='import sys; sys.stderr.write("qemu: bad option\\n"); '
+                   'sys.exit(1)',
+            expected=probe.QEMU_ERROR, detail='qemu: bad option')),
+        ('silent_exit_zero', dict(
+            script='pass', expected=probe.QEMU_ERROR,
+            detail='exited with status 0 before the payload ran')),
+        ('silent_forever', dict(
+            script='import time; time.sleep(60)', expected=probe.HANG,
+            detail='console silent for 0.5s')),
+        ('chatty_forever', dict(
+            script='import time\nwith open(SERIAL, "w") as s:\n'
+                   ' while True:\n  s.write("."); s.flush(); '
+                   'time.sleep(0.05)',
+            expected=probe.TIMEOUT, detail='no verdict within 1.5s')),
+        ('shell_then_nothing', dict(
+            script='import time; open(SERIAL, "w").write("Shell> "); '
+                   'time.sleep(60)',
+            expected=probe.FIRMWARE_SHELL, detail="'Shell> ?'")),
+    ]
+
+    def test_verdict(self):
+        workdir = self.useFixture(fixtures.TempDir()).path
+        serial = os.path.join(workdir, 'serial.log')
+        stderr_path = os.path.join(workdir, 'stderr')
+        prelude = f'SERIAL = {serial!r}; MARKER = {payload.MARKER!r}\n'
+        with open(stderr_path, 'wb') as stderr:
+            process = subprocess.Popen(
+                [sys.executable, '-c', prelude + self.script],
+                stdin=subprocess.DEVNULL, stderr=stderr,
+                start_new_session=True)
+        self.addCleanup(probe._stop, process)
+        start = time.monotonic()
+        outcome, detail, _ = probe._watch(process, serial, stderr_path,
+                                          start, timeout=1.5,
+                                          stall_timeout=0.5)
+        self.assertEqual(self.expected, outcome, detail)
+        self.assertIn(self.detail, detail)
+
+
+class TestConclusive(testtools.TestCase):
+    """Only a hang or a timeout earns a second boot of the same count."""
+
+    scenarios = [
+        ('booted', dict(outcomes=[probe.BOOTED], final=probe.BOOTED)),
+        ('shell_is_final', dict(outcomes=[probe.FIRMWARE_SHELL],
+                                final=probe.FIRMWARE_SHELL)),
+        ('qemu_error_is_final', dict(outcomes=[probe.QEMU_ERROR],
+                                     final=probe.QEMU_ERROR)),
+        ('hang_then_booted', dict(outcomes=[probe.HANG, probe.BOOTED],
+                                  final=probe.BOOTED)),
+        ('timeout_then_shell', dict(
+            outcomes=[probe.TIMEOUT, probe.FIRMWARE_SHELL],
+            final=probe.FIRMWARE_SHELL)),
+        ('hang_twice_stops', dict(outcomes=[probe.HANG, probe.HANG],
+                                  final=probe.HANG)),
+    ]
+
+    def test_attempts(self):
+        pending = list(self.outcomes) + [probe.BOOTED]
+        tried = []
+
+        def once():
+            outcome = pending.pop(0)
+            tried.append(outcome)
+            return probe.BootResult(outcome, 1.0, 248, 'aarch64', 'virt',
+                                    'uefi')
+        self.assertEqual(self.final, probe.conclusive(once).outcome)
+        self.assertEqual(self.outcomes, tried)
+
+
+class TestFingerprintInputs(testtools.TestCase):
+
+    def test_variable_store_content_counts(self):
+        root = self.useFixture(fixtures.TempDir()).path
+        for folder, keys in (('plain', b'\0'), ('enrolled', b'\1')):
+            os.mkdir(os.path.join(root, folder))
+            with open(os.path.join(root, folder, 'Z_CODE.fd'), 'wb') as out:
+                out.write(b'\0' * 64)
+            with open(os.path.join(root, folder, 'Z_VARS.fd'), 'wb') as out:
+                out.write(keys * 64)
+        plain, enrolled = (
+            probe.fingerprint('x86_64', 'q35',
+                              os.path.join(root, folder, 'Z_CODE.fd'))
+            for folder in ('plain', 'enrolled'))
+        self.assertNotEqual(plain, enrolled)
+        self.assertEqual(plain, probe.fingerprint(
+            'x86_64', 'q35', os.path.join(root, 'plain', 'Z_CODE.fd')))
