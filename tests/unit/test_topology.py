@@ -106,6 +106,24 @@ class TestPlanRules(testtools.TestCase):
         self.assertEqual(len(keys), len(set(keys)))
         self.assertEqual(len(keys), len({p.chassis for p in first.ports}))
         self.assertEqual(len(keys), len({p.port for p in first.ports}))
+        # The root bus: q35 keeps device 0 (MCH) and 0x1f (ICH9), and the
+        # driver leaves 0x01 to the video device; virt keeps device 0.
+        forbidden = {0x00, 0x01, 0x1f} if arch == 'x86_64' else {0x00}
+        slots = {p.slot for p in first.ports}
+        self.assertFalse(slots & forbidden, sorted(slots & forbidden))
+        self.assertTrue(all(0 <= p.slot < 32 for p in first.ports))
+        self.assertTrue(all(0 <= p.function < per_slot
+                            for p in first.ports))
+        for slot in slots:
+            functions = sorted(p.function for p in first.ports
+                               if p.slot == slot)
+            # Functions fill from 0 without gaps, and function 0 says
+            # multifunction exactly when the slot holds more than one.
+            self.assertEqual(list(range(len(functions))), functions)
+            zero = next(p for p in first.ports
+                        if p.slot == slot and p.function == 0)
+            self.assertEqual(len(functions) > 1, bool(zero.multifunction))
+        self.assertEqual(free + cold, len(first.ports))
 
 
 class TestRenderers(testtools.TestCase):
