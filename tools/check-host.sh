@@ -5,10 +5,11 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 tools/install-deps.sh probe
-if [ ! -x .venv-host/bin/pcie-sched ]; then
+if [ ! -x .venv-host/bin/pip ]; then
     python3 -m venv .venv-host
-    .venv-host/bin/pip install -q -r requirements.txt .
 fi
+# Reinstalled on every run so a pulled checkout is what gets checked.
+.venv-host/bin/pip install -q -r requirements.txt .
 if [ "$#" -eq 0 ]; then
     set -- --ports 16 --find-max
 fi
