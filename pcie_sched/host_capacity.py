@@ -16,7 +16,7 @@ The scheduler filter asks, in order, and the first answer wins:
 
 Values from stats and aggregate metadata are strings typed by programs
 and people; a malformed one is ignored (the next source answers) rather
-than trusted or allowed to raise.
+than trusted or allowed to raise, with one warning per distinct value.
 """
 
 import functools
@@ -24,7 +24,11 @@ import json
 import threading
 import typing as ty
 
+from oslo_log import log as logging
+
 from pcie_sched import spec
+
+LOG = logging.getLogger(__name__)
 
 SOURCE_STATS = 'stats'
 SOURCE_AGGREGATE = 'aggregate'
@@ -45,44 +49,114 @@ UNKNOWN = HostCapacity(None, SOURCE_UNKNOWN)
 
 def parse_capacity(value: ty.Any) -> ty.Optional[int]:
     """A published capacity as an int, or None if it is not a valid one."""
-    if value is None:
-        return None
     try:
-        return spec.parse(value if isinstance(value, int) else
-                          str(value).strip(), spec.HOST_CAPACITY_KEY)
+        return check_capacity(value)
     except spec.InvalidHotplugPortsSpec:
         return None
+
+
+def check_capacity(value: ty.Any) -> ty.Optional[int]:
+    """Like :func:`parse_capacity`, but say why a value is refused.
+
+    :raises spec.InvalidHotplugPortsSpec: naming the key, the value and
+        what is accepted.
+    """
+    if value is None:
+        return None
+    return spec.parse(value if isinstance(value, int) else
+                      str(value).strip(), spec.HOST_CAPACITY_KEY)
 
 
 #: Parsed published values. A cloud publishes few distinct strings, so
 #: the scheduler parses each once instead of once per host per request.
 _PARSED: ty.Dict[ty.Any, ty.Optional[int]] = {}
 _PARSED_MAX = 4096
+#: (source, value) pairs already warned about. A bad value is usually
+#: copied to many hosts or aggregates and is read on every request, so
+#: one warning per distinct value is what an operator can act on; more
+#: would flood the scheduler log at cloud scale.
+_WARNED: ty.Set[ty.Tuple[str, ty.Any]] = set()
+_WARNED_MAX = 4096
 
 
-def parse_capacity_cached(value: ty.Any) -> ty.Optional[int]:
+def parse_capacity_cached(value: ty.Any, source: str = SOURCE_STATS,
+                          where: ty.Any = None) -> ty.Optional[int]:
+    """:func:`parse_capacity` with a cache, warning once per bad value.
+
+    :param source: ``SOURCE_STATS`` or ``SOURCE_AGGREGATE``, for the
+        warning.
+    :param where: the host state or aggregate the value came from, for
+        the warning; only formatted when a new bad value is seen, so the
+        cached path costs one dictionary lookup.
+    """
     try:
         return _PARSED[value]
     except KeyError:
-        parsed = parse_capacity(value)
+        parsed = _parse_or_warn(value, value, source, where)
         if len(_PARSED) >= _PARSED_MAX:
             _PARSED.clear()
         _PARSED[value] = parsed
         return parsed
     except TypeError:  # unhashable: a broken host, parse it directly
-        return parse_capacity(value)
+        return _parse_or_warn(value, (type(value).__name__, repr(value)),
+                              source, where)
 
 
-def from_stats(stats: ty.Optional[ty.Mapping[str, ty.Any]]
-               ) -> ty.Optional[int]:
+def _parse_or_warn(value, warn_key, source, where) -> ty.Optional[int]:
+    try:
+        return check_capacity(value)
+    except spec.InvalidHotplugPortsSpec as exc:
+        key = (source, warn_key)
+        if key not in _WARNED:
+            if len(_WARNED) >= _WARNED_MAX:
+                _WARNED.clear()
+            _WARNED.add(key)
+            LOG.warning(
+                'Ignoring %(key)s=%(value)r in %(where)s: %(error)s. The '
+                'next capacity source decides for it (stats, then '
+                'aggregate metadata, then the capacity model, then '
+                '[pcie_sched] unknown_host_policy). Logged once for this '
+                'value; other hosts or aggregates with it are not named.',
+                {'key': spec.HOST_CAPACITY_KEY, 'value': value,
+                 'where': describe_origin(source, where),
+                 'error': exc.reason + '; accepted: ' + exc.accepted})
+        return None
+
+
+def describe_origin(source: str, where: ty.Any) -> str:
+    """Where a capacity value was read, in an operator's words."""
+    if source == SOURCE_AGGREGATE:
+        name = getattr(where, 'name', None)
+        ident = getattr(where, 'id', None)
+        if name is None and ident is None:
+            return 'aggregate metadata'
+        return f'the metadata of aggregate {name!r} (id {ident})'
+    if where is None:
+        return 'host stats'
+    return f'the stats of host {where}'
+
+
+def from_stats(stats: ty.Optional[ty.Mapping[str, ty.Any]],
+               where: ty.Any = None) -> ty.Optional[int]:
     if not stats:
         return None
-    return parse_capacity_cached(stats.get(spec.HOST_CAPACITY_KEY))
+    return parse_capacity_cached(stats.get(spec.HOST_CAPACITY_KEY),
+                                 SOURCE_STATS, where)
+
+
+def from_aggregate(aggregate: ty.Any) -> ty.Optional[int]:
+    """One aggregate's ``pci_hotplug_ports_max``, or None."""
+    metadata = getattr(aggregate, 'metadata', None)
+    if not metadata:
+        return None
+    return parse_capacity_cached(metadata.get(spec.HOST_CAPACITY_KEY),
+                                 SOURCE_AGGREGATE, aggregate)
 
 
 def from_aggregates(metadatas: ty.Iterable[ty.Mapping[str, ty.Any]]
                     ) -> ty.Optional[int]:
-    values = [parse_capacity_cached(metadata.get(spec.HOST_CAPACITY_KEY))
+    values = [parse_capacity_cached(metadata.get(spec.HOST_CAPACITY_KEY),
+                                    SOURCE_AGGREGATE)
               for metadata in metadatas if metadata]
     values = [value for value in values if value is not None]
     return min(values) if values else None
@@ -179,11 +253,13 @@ def guest_vector_limit(vcpus: ty.Any, guest_devices: int
 
 
 def cold_plugged_reserve(base_ports: int, networks: int,
-                         ephemeral_gb: int, swap_mb: int) -> int:
+                         ephemeral_gb: int, swap_mb: int,
+                         pci_devices: int = 0) -> int:
     """Root ports a guest's cold-plugged devices take before hotplug.
 
-    One per network interface, one for an ephemeral disk and one for a
-    swap disk, on top of the devices every guest has (``base_ports``).
+    One per network interface, one for an ephemeral disk, one for a swap
+    disk and one per passed-through PCI device, on top of the devices
+    every guest has (``base_ports``).
     """
     return (base_ports + max(networks, 0) + (1 if ephemeral_gb else 0) +
-            (1 if swap_mb else 0))
+            (1 if swap_mb else 0) + max(pci_devices, 0))

@@ -10,8 +10,9 @@ Enable in nova-scheduler's nova.conf (one line each; wrapped here)::
 
 The per-request work (parsing the flavor, counting cold-plugged devices)
 happens once in :meth:`filter_all`; each host then costs a dictionary
-lookup or two. A request without ``hw:pci_hotplug_ports`` returns the host
-list untouched.
+lookup or two, and each aggregate's metadata is parsed once per request.
+A request without ``hw:pci_hotplug_ports`` returns the host list
+untouched.
 """
 
 from oslo_log import log as logging
@@ -31,9 +32,11 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
     """Pass hosts whose QEMU, firmware and machine boot the ports asked for.
 
     A guest needs its requested free hotplug ports plus one port per
-    cold-plugged PCIe device; a host passes when that total fits its
-    capacity (see :mod:`pcie_sched.host_capacity` for where capacity
-    comes from). An invalid request passes no host and never raises.
+    cold-plugged PCIe device (nova's always-present devices, networks,
+    ephemeral and swap disks, PCI devices passed through by flavor
+    aliases); a host passes when that total fits its capacity (see
+    :mod:`pcie_sched.host_capacity` for where capacity comes from). An
+    invalid request passes no host and never raises.
     """
 
     # The host and flavor do not change on rebuild, and the image property
@@ -49,26 +52,31 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
     def filter_all(self, filter_obj_list, spec_obj):
         try:
             requested = self._requested_ports(spec_obj)
+            if (requested is None or
+                    scheduler_utils.request_is_rebuild(spec_obj)):
+                return filter_obj_list
+            reserve = self._cold_plugged_reserve(spec_obj)
+            needed = requested + reserve
+            guest_limit = None
+            vcpus = getattr(spec_obj.flavor, 'vcpus', None)
+            if CONF.pcie_sched.enforce_guest_vector_limit:
+                guest_limit = host_capacity.guest_vector_limit(vcpus, reserve)
         except Exception as exc:  # never let a bad request break scheduling
             LOG.warning('PciHotplugPortsFilter: no host can take instance '
                         '%(uuid)s: %(error)s',
                         {'uuid': _instance_uuid(spec_obj), 'error': exc})
             return []
-        if requested is None or scheduler_utils.request_is_rebuild(spec_obj):
-            return filter_obj_list
-
-        needed = requested + self._cold_plugged_reserve(spec_obj)
-        guest_limit = None
-        vcpus = getattr(spec_obj.flavor, 'vcpus', None)
-        if CONF.pcie_sched.enforce_guest_vector_limit:
-            guest_limit = host_capacity.guest_vector_limit(
-                vcpus, needed - requested)
         accept_unknown = CONF.pcie_sched.unknown_host_policy == 'accept'
         passing = []
         best = host_capacity.UNKNOWN
+        # Hosts share nova's Aggregate objects (HostManager hands every
+        # host the same instances), so each aggregate's metadata is read
+        # once per request rather than once per member host.
+        aggregate_memo = {}
         for host_state in filter_obj_list:
             try:
-                max_ports, source = self._capacity(host_state)
+                max_ports, source = self._capacity(host_state,
+                                                   aggregate_memo)
             except Exception:  # a broken host must not fail the request
                 LOG.exception('PciHotplugPortsFilter: cannot read the '
                               'capacity of %s; treating it as unknown',
@@ -128,21 +136,35 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
             CONF.pcie_sched.cold_plugged_base_ports,
             _network_count(spec_obj),
             getattr(flavor, 'ephemeral_gb', 0) or 0,
-            getattr(flavor, 'swap', 0) or 0)
+            getattr(flavor, 'swap', 0) or 0,
+            _pci_device_count(spec_obj))
 
-    def _capacity(self, host_state):
-        """(max_ports, source) for one host: the per-host hot path."""
+    def _capacity(self, host_state, aggregate_memo):
+        """(max_ports, source) for one host: the per-host hot path.
+
+        :param aggregate_memo: ``id(aggregate) -> (aggregate, capacity)``
+            for this request; holding the aggregate keeps its id from
+            being reused while the memo lives.
+        """
         stats = getattr(host_state, 'stats', None)
         if stats:
             published = host_capacity.parse_capacity_cached(
-                stats.get(spec.HOST_CAPACITY_KEY))
+                stats.get(spec.HOST_CAPACITY_KEY),
+                host_capacity.SOURCE_STATS, host_state)
             if published is not None:
                 return published, host_capacity.SOURCE_STATS
-        aggregates = getattr(host_state, 'aggregates', None) or ()
+        aggregates = getattr(host_state, 'aggregates', None)
         if aggregates:
-            override = host_capacity.from_aggregates(
-                getattr(aggregate, 'metadata', None)
-                for aggregate in aggregates)
+            override = None
+            for aggregate in aggregates:
+                try:
+                    value = aggregate_memo[id(aggregate)][1]
+                except KeyError:
+                    value = host_capacity.from_aggregate(aggregate)
+                    aggregate_memo[id(aggregate)] = (aggregate, value)
+                if value is not None and (override is None or
+                                          value < override):
+                    override = value
             if override is not None:
                 return override, host_capacity.SOURCE_AGGREGATE
         modelled = self._models.max_ports(
@@ -169,6 +191,27 @@ def _network_count(spec_obj) -> int:
         return 0
     # An empty list comes from requests that let nova pick the networks.
     return max(len(networks), 1)
+
+
+def _pci_device_count(spec_obj) -> int:
+    """PCI devices the flavor's PCI aliases pass through to the guest.
+
+    Each is a cold-plugged hostdev behind a root port of its own, as the
+    compute driver counts them. Requests that come from neutron SR-IOV
+    ports (no alias) are left out: their interface is already counted
+    among the networks.
+    """
+    if not spec_obj.obj_attr_is_set('pci_requests'):
+        return 0
+    pci_requests = spec_obj.pci_requests
+    if pci_requests is None or not pci_requests.obj_attr_is_set('requests'):
+        return 0
+    total = 0
+    for request in pci_requests.requests or ():
+        if request.source == request.NEUTRON_PORT:
+            continue
+        total += max(request.count or 0, 0)
+    return total
 
 
 def _instance_uuid(spec_obj) -> str:
