@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess  # nosec B404: argument lists only, no shell
+import threading
 import typing as ty
 
 QEMU_BINARIES = {
@@ -54,8 +55,49 @@ def qemu_binary(arch: str) -> str:
     return path
 
 
+#: Answers that depend only on a file's content, keyed by what
+#: :func:`_file_key` says about the file. nova-compute fingerprints the
+#: host on every resource update; hashing QEMU (tens of MiB) and the
+#: firmware and running ``qemu --version`` each time would make the
+#: periodic task cost seconds instead of a few stat() calls.
+_BY_FILE: ty.Dict[tuple, ty.Any] = {}
+_BY_FILE_LOCK = threading.Lock()
+_BY_FILE_MAX = 256
+
+
+def _file_key(path: str) -> tuple:
+    # A package upgrade writes a new file (new inode, size or mtime), so
+    # these identify the content well enough without reading it.
+    stat = os.stat(path)
+    return (os.path.realpath(path), stat.st_ino, stat.st_size,
+            stat.st_mtime_ns)
+
+
+def _memoised(kind: str, path: str, compute: ty.Callable[[str], ty.Any]):
+    """``compute(path)``, remembered until the file at ``path`` changes."""
+    try:
+        key = (kind,) + _file_key(path)
+    except OSError:
+        # Let compute() report the missing or unreadable file its own way.
+        return compute(path)
+    try:
+        return _BY_FILE[key]
+    except KeyError:
+        pass
+    value = compute(path)
+    with _BY_FILE_LOCK:
+        if len(_BY_FILE) >= _BY_FILE_MAX:
+            _BY_FILE.clear()
+        _BY_FILE[key] = value
+    return value
+
+
 def qemu_version(binary: str) -> ty.Tuple[str, ty.Tuple[int, int]]:
     """QEMU's own version line and its (major, minor)."""
+    return _memoised('qemu-version', binary, _run_qemu_version)
+
+
+def _run_qemu_version(binary: str) -> ty.Tuple[str, ty.Tuple[int, int]]:
     try:
         result = subprocess.run([binary, '--version'],  # nosec B603
                                 capture_output=True, text=True, timeout=30,
@@ -105,6 +147,11 @@ def firmware(arch: str, choice: str) -> Firmware:
 
 
 def file_digest(path: str) -> str:
+    """SHA-256 of the file's content, computed once per file version."""
+    return _memoised('sha256', path, _sha256)
+
+
+def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, 'rb') as handle:
         for block in iter(lambda: handle.read(1 << 20), b''):

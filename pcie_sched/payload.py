@@ -130,6 +130,28 @@ def _build(kind: str, path: str, workdir: str, grub_cfg: str) -> None:
                        f'x86_64-uefi, x86_64-bios, aarch64-uefi')
 
 
+#: Modes of what the probe caches. Root often probes and nova-compute
+#: (another user) reads the results; nothing cached is secret, and only
+#: the owner may change it.
+SHARED_DIR_MODE = 0o755
+SHARED_FILE_MODE = 0o644
+
+
+def make_shared_dir(path: str) -> None:
+    """Create ``path`` readable by every user, whatever the umask.
+
+    A directory that already exists keeps its mode: it is the operator's.
+    """
+    try:
+        os.makedirs(path, mode=SHARED_DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return
+    # makedirs' mode is filtered through the umask (root's is often 077).
+    os.chmod(path, SHARED_DIR_MODE)
+
+
 def disk_image(arch: str, firmware: str, cache_dir: str,
                stay_up: bool = False) -> str:
     """Path of the cached boot disk for ``arch``/``firmware``, built once.
@@ -146,7 +168,7 @@ def disk_image(arch: str, firmware: str, cache_dir: str,
     recipe = hashlib.sha256(
         f'{kind}\0{grub_cfg}\0{_STARTUP_NSH}\0{_ESP_KIB}\0'.encode() +
         boot_sector()).hexdigest()[:16]
-    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    make_shared_dir(cache_dir)
     path = os.path.join(cache_dir, f'payload-{kind}-{recipe}.img')
     if os.path.exists(path):
         return path
@@ -154,6 +176,7 @@ def disk_image(arch: str, firmware: str, cache_dir: str,
     try:
         staged = os.path.join(workdir, 'disk.img')
         _build(kind, staged, workdir, grub_cfg)
+        os.chmod(staged, SHARED_FILE_MODE)
         os.replace(staged, path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -161,13 +161,13 @@ def classify_console(text: str, now: float, shell_seen_at: ty.Optional[float]
 
 
 def default_cache_dir() -> str:
+    """``[pcie_sched_probe] cache_dir``: the same for every user.
+
+    The probe (often run by root) writes here and nova-compute (another
+    user) reads here; a per-user default would let them silently disagree.
+    """
     from pcie_sched import conf
-    configured = conf.CONF.pcie_sched_probe.cache_dir
-    if configured:
-        return configured
-    if os.geteuid() == 0:
-        return '/var/cache/pcie-sched'
-    return os.path.join(os.path.expanduser('~'), '.cache', 'pcie-sched')
+    return conf.CONF.pcie_sched_probe.cache_dir
 
 
 def _option_value(value: str) -> str:
@@ -438,9 +438,12 @@ def load_cached_max(arch: str, machine: str, firmware: str,
 
 
 def _store(cache_dir: str, result: FindMaxResult) -> None:
-    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    payload.make_shared_dir(cache_dir)
     handle, staged = tempfile.mkstemp(prefix='.find-max-', dir=cache_dir)
     try:
+        # mkstemp makes 0600 files; nova-compute, usually not the user who
+        # probed, must read the result. It holds no secret.
+        os.fchmod(handle, payload.SHARED_FILE_MODE)
         with os.fdopen(handle, 'w') as out:
             document = result.to_dict()
             document.pop('cached')

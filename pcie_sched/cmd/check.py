@@ -44,6 +44,7 @@ def run(args) -> int:
               'firmware': args.firmware, 'free_ports': args.ports,
               'cold_plugged_ports': cold, 'root_ports_needed': needed,
               'vcpus': args.vcpus}
+    directory = probe_cmd.cache_dir(args)
     try:
         model = probe.model_capacity(args.arch, machine, args.firmware)
         report['model'] = model.to_dict()
@@ -57,11 +58,11 @@ def run(args) -> int:
         else:
             report['boot'] = probe.boot(
                 args.arch, machine, args.firmware, needed,
-                cache_dir=args.cache_dir,
+                cache_dir=directory,
                 **probe_cmd.boot_options(args)).to_dict()
         if args.find_max:
             report['find_max'] = probe.find_max(
-                args.arch, machine, args.firmware, cache_dir=args.cache_dir,
+                args.arch, machine, args.firmware, cache_dir=directory,
                 **probe_cmd.boot_options(args)).to_dict()
     except (probe.ProbeError, capacity.UnsupportedMachine) as exc:
         output.error(str(exc))

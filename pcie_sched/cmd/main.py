@@ -12,6 +12,10 @@ import importlib
 import sys
 import typing as ty
 
+from oslo_config import cfg
+
+from pcie_sched.cmd import output
+
 # Order is the order of ``pcie-sched --help``.
 SUBCOMMANDS = (
     'validate',
@@ -33,12 +37,71 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SUBCOMMANDS:
         module = importlib.import_module(f'pcie_sched.cmd.{name}')
         module.register(subparsers)
+    for subparser in subparsers.choices.values():
+        add_config_arguments(subparser)
     return parser
+
+
+class _ConfigSource(argparse.Action):
+    """Keep --config-file and --config-dir in the order given.
+
+    oslo.config lets a later file override an earlier one, so the order
+    across both options matters, as it does for nova's own services.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sources = list(getattr(namespace, self.dest) or [])
+        sources += [option_string, values]
+        setattr(namespace, self.dest, sources)
+
+
+def add_config_arguments(parser) -> None:
+    parser.add_argument(
+        '--config-file', dest='config_sources', action=_ConfigSource,
+        default=[], metavar='PATH',
+        help='oslo.config file to read, e.g. nova-compute\'s '
+             '/etc/nova/nova.conf, so that [pcie_sched_probe] cache_dir '
+             'and the other [pcie_sched*] options are the ones the '
+             'service uses (repeatable; later files win). Without '
+             '--config-file or --config-dir no file is read and every '
+             'option has its default')
+    parser.add_argument(
+        '--config-dir', dest='config_sources', action=_ConfigSource,
+        metavar='DIR',
+        help='directory of *.conf files to read, as oslo.config does '
+             '(repeatable)')
+
+
+def load_config(sources: ty.Sequence[str]) -> None:
+    """Read exactly the files named on the command line, nothing else.
+
+    No file is looked up implicitly: what the CLI measures and where it
+    caches it must not depend on which config files happen to exist.
+    """
+    from pcie_sched import conf
+    conf.CONF(list(sources), project=None, prog='pcie-sched',
+              default_config_files=[], default_config_dirs=[],
+              use_env=False)
+    # Read every value now so that a bad one is reported before any work.
+    for group, opts in conf.list_opts():
+        for opt in opts:
+            getattr(conf.CONF[group.name], opt.dest)
 
 
 def main(argv: ty.Optional[ty.Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        load_config(args.config_sources)
+    except cfg.ConfigSourceValueError as exc:
+        # oslo names the file and option; the option's type says what
+        # it accepts.
+        output.error(str(exc))
+        return 2
+    except (cfg.Error, ValueError) as exc:
+        output.error(f'{exc}; accepted: readable oslo.config files '
+                     f'(--config-file, --config-dir) with valid values')
+        return 2
     try:
         return args.func(args)
     except KeyboardInterrupt:

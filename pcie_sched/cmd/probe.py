@@ -1,7 +1,10 @@
 """``pcie-sched probe``: boot this host's QEMU and firmware for real."""
 
+import os
 import signal
 import sys
+
+from oslo_config import cfg
 
 from pcie_sched.cmd import capacity as capacity_cmd
 from pcie_sched.cmd import output
@@ -22,7 +25,10 @@ def add_probe_arguments(parser) -> None:
                              'accel)')
     parser.add_argument('--cache-dir', default=None,
                         help='payload and result cache (default: '
-                             '[pcie_sched_probe] cache_dir)')
+                             '[pcie_sched_probe] cache_dir from '
+                             '--config-file, else /var/cache/pcie-sched; '
+                             'nova-compute reads results only from its own '
+                             'cache_dir)')
 
 
 def register(subparsers) -> None:
@@ -47,6 +53,40 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _writable(path: str) -> bool:
+    """Could this user create or write ``path``?"""
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def cache_dir(args) -> str:
+    """The cache this run writes: --cache-dir, the config, or a fallback.
+
+    Only the built-in default has a fallback: a user who cannot write
+    /var/cache/pcie-sched can still check the host, and is told that
+    nova-compute will not see what is cached instead.
+    """
+    if args.cache_dir:
+        return os.path.abspath(args.cache_dir)
+    configured = probe.default_cache_dir()
+    location = conf.CONF.get_location('cache_dir', 'pcie_sched_probe')
+    if (location.location != cfg.Locations.opt_default or
+            _writable(configured)):
+        return configured
+    fallback = os.path.join(os.path.expanduser('~'), '.cache', 'pcie-sched')
+    output.error(f'warning: [pcie_sched_probe] cache_dir={configured!r} '
+                 f'(the default) is not writable by uid {os.geteuid()}; '
+                 f'caching in {fallback!r} instead, which nova-compute does '
+                 f'not read. To give nova-compute the result, run as root '
+                 f'or as the nova-compute user with --config-file naming '
+                 f'its nova.conf')
+    return fallback
+
+
 def boot_options(args) -> dict:
     group = conf.CONF.pcie_sched_probe
     return {'timeout': args.timeout or group.boot_timeout,
@@ -66,27 +106,31 @@ def run(args) -> int:
     machine = args.machine or capacity_cmd.default_machine(args.arch)
     progress = (None if args.format == 'json' else
                 lambda message: print(message, file=sys.stderr, flush=True))
+    directory = cache_dir(args)
     try:
         if args.find_max:
             result = probe.find_max(
                 args.arch, machine, args.firmware, strategy=args.strategy,
-                use_cache=not args.no_cache, cache_dir=args.cache_dir,
+                use_cache=not args.no_cache, cache_dir=directory,
                 progress=progress, **boot_options(args))
         else:
             result = probe.boot(args.arch, machine, args.firmware,
-                                args.ports, cache_dir=args.cache_dir,
+                                args.ports, cache_dir=directory,
                                 **boot_options(args))
     except probe.ProbeError as exc:
         output.error(str(exc))
         return 2
     if args.format == 'json':
-        output.emit_json(result.to_dict())
+        document = result.to_dict()
+        if args.find_max:
+            document['cache_dir'] = directory
+        output.emit_json(document)
     elif args.find_max:
         print(f'{args.arch} {machine} {args.firmware}: at most '
               f'{result.max_ports} root ports boot ({result.boots} boots, '
               f'{result.seconds:.1f}s{", cached" if result.cached else ""}); '
               f'the model predicts {result.model_max_ports}, limited by '
-              f'{result.limited_by}')
+              f'{result.limited_by}; result in {directory}')
     else:
         print(f'{result.ports} root ports: {result.outcome} in '
               f'{result.seconds:.1f}s ({result.detail})')

@@ -26,8 +26,10 @@ def register(subparsers) -> None:
                              'node\'s hypervisor hostname (default: this '
                              'host\'s FQDN)')
     parser.add_argument('--max-ports', type=int, default=None,
-                        help='capacity to publish (default: the cached '
-                             'probe result, else the capacity model)')
+                        help='capacity to publish (default: the probe '
+                             'result cached in [pcie_sched_probe] cache_dir '
+                             '(pass nova-compute\'s nova.conf with '
+                             '--config-file), else the capacity model)')
     capacity_cmd.add_machine_arguments(parser)
     parser.set_defaults(arch=_host_arch())
     output.add_format_argument(parser)
@@ -39,19 +41,23 @@ def _host_arch() -> str:
     return arch if arch in capacity.ARCHES else 'x86_64'
 
 
-def host_capacity(arch: str, machine: str, firmware: str) -> int:
+def host_capacity_and_source(arch: str, machine: str, firmware: str):
+    """(max ports, 'measured' or 'model'), as nova-compute would see it."""
     measured = probe.load_cached_max(arch, machine, firmware)
     if measured is not None:
-        return measured
-    return probe.model_capacity(arch, machine, firmware).max_ports
+        return measured, 'measured'
+    return probe.model_capacity(arch, machine, firmware).max_ports, 'model'
 
 
 def run(args) -> int:
     machine = args.machine or capacity_cmd.default_machine(args.arch)
     host = args.host or socket.getfqdn()
     try:
-        max_ports = (args.max_ports if args.max_ports is not None else
-                     host_capacity(args.arch, machine, args.firmware))
+        if args.max_ports is not None:
+            max_ports, source = args.max_ports, 'option'
+        else:
+            max_ports, source = host_capacity_and_source(
+                args.arch, machine, args.firmware)
         placement.traits_for_capacity(max_ports)
         adapter = placement.connect(cloud=args.cloud)
         provider = placement.find_provider(adapter, host)
@@ -60,10 +66,14 @@ def run(args) -> int:
         output.error(str(exc))
         return 1
     summary['host'] = host
+    # Says whether a probe result was found, so a cache nova-compute and
+    # this command disagree about shows up instead of passing silently.
+    summary['capacity_source'] = source
+    summary['cache_dir'] = probe.default_cache_dir()
     if args.format == 'json':
         output.emit_json(summary)
     else:
         state = 'updated' if summary['changed'] else 'already up to date'
-        print(f'{host}: {max_ports} root ports, traits {state} '
+        print(f'{host}: {max_ports} root ports ({source}), traits {state} '
               f'(+{len(summary["added"])} -{len(summary["removed"])})')
     return 0

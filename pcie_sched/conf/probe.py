@@ -1,17 +1,47 @@
 """``[pcie_sched_probe]``: how the probe boots this host's QEMU."""
 
+import os
+
 from oslo_config import cfg
+from oslo_config import types
+
+#: Where the probe keeps results when ``cache_dir`` is not set, for every
+#: user alike: the probe run by root and nova-compute running as another
+#: user must look in the same place.
+DEFAULT_CACHE_DIR = '/var/cache/pcie-sched'
+
+
+class AbsolutePath(types.String):
+    """A string that must be an absolute path.
+
+    nova-compute's working directory is not the operator's, so a relative
+    path would name a different directory in the service than in the CLI.
+    """
+
+    def __call__(self, value):
+        value = super().__call__(value)
+        if not os.path.isabs(value):
+            raise ValueError(
+                f'[pcie_sched_probe] cache_dir={value!r} is not an absolute '
+                f'path; accepted: an absolute directory path such as '
+                f'{DEFAULT_CACHE_DIR}')
+        return os.path.normpath(value)
+
 
 GROUP = cfg.OptGroup(
     'pcie_sched_probe',
     title='PCIe hotplug port probe')
 
 ALL_OPTS = [
-    cfg.StrOpt(
-        'cache_dir',
-        help='Where boot payloads and measured results are kept. Default: '
-             '/var/cache/pcie-sched when running as root, else '
-             '~/.cache/pcie-sched. Results are keyed by a fingerprint of '
+    cfg.Opt(
+        'cache_dir', type=AbsolutePath(), default=DEFAULT_CACHE_DIR,
+        help='Absolute path of the directory where boot payloads and '
+             'measured results are kept. nova-compute reads the measured '
+             'maximum from here, so run the probe with the same setting '
+             '(pcie-sched probe --find-max --config-file '
+             '/etc/nova/nova.conf). Directories the probe creates are mode '
+             '0755 and results 0644, so a probe run by root is readable by '
+             'the nova-compute user. Results are keyed by a fingerprint of '
              'the QEMU binary, the firmware file and the machine type, so a '
              'host re-measures only after one of them changes.'),
     cfg.FloatOpt(

@@ -2,10 +2,12 @@
 
 import json
 import os
+import stat
 
 import fixtures
 import testtools
 
+from pcie_sched import hostinfo
 from pcie_sched import payload
 from pcie_sched import probe
 
@@ -64,10 +66,14 @@ class TestArguments(testtools.TestCase):
                                       bad, 'x86_64', 'q35')
             self.assertIn('at least 1', str(error))
 
-    def test_plan_puts_disk_first(self):
+    def test_plan_counts_every_port_and_puts_no_device_first(self):
+        # The boot disk goes behind the last port (qemu_command), so no
+        # port is set aside for it at the front of the plan.
         plan = probe.probe_plan(3, 'x86_64', 'q35')
-        self.assertEqual(['boot-disk', None, None],
+        self.assertEqual([None, None, None],
                          [port.occupant for port in plan.ports])
+        self.assertEqual(240, len(probe.probe_plan(
+            240, 'x86_64', 'q35', root_bus_devices=0).ports))
 
     def test_too_many_ports_is_a_clear_error(self):
         error = self.assertRaises(probe.ProbeError, probe.probe_plan,
@@ -158,3 +164,71 @@ class TestCache(testtools.TestCase):
         self.write('blocked', 'not a directory')
         self.assertRaises(OSError, probe._store, blocked, self.result('k'))
         self.assertEqual(['blocked'], os.listdir(self.cache))
+
+    def test_result_readable_by_other_users_whatever_the_umask(self):
+        # Root's umask is often 077; nova-compute runs as another user.
+        old = os.umask(0o077)
+        self.addCleanup(os.umask, old)
+        shared = os.path.join(self.cache, 'new', 'pcie-sched')
+        probe._store(shared, self.result('k'))
+        self.assertEqual(0o755, stat.S_IMODE(os.stat(shared).st_mode))
+        stored = os.path.join(shared, 'find-max-k.json')
+        self.assertEqual(0o644, stat.S_IMODE(os.stat(stored).st_mode))
+        self.assertEqual(['find-max-k.json'], os.listdir(shared))
+
+    def test_existing_directory_keeps_the_operators_mode(self):
+        os.chmod(self.cache, 0o750)
+        probe._store(self.cache, self.result('k'))
+        self.assertEqual(0o750, stat.S_IMODE(os.stat(self.cache).st_mode))
+
+
+class TestFingerprintMemo(testtools.TestCase):
+    """The periodic task fingerprints often; a changed file still counts."""
+
+    def setUp(self):
+        super().setUp()
+        # A firmware path of our own (a SeaBIOS-style code file: no
+        # 'CODE' in the name, so no variable store is needed).
+        self.firmware = os.path.join(
+            self.useFixture(fixtures.TempDir()).path, 'bios.bin')
+        self.write(b'\x00' * 4096, mtime_ns=1_000_000_000)
+
+    def write(self, content, mtime_ns):
+        with open(self.firmware, 'wb') as handle:
+            handle.write(content)
+        os.utime(self.firmware, ns=(mtime_ns, mtime_ns))
+
+    def fingerprint(self):
+        return probe.fingerprint('x86_64', 'q35', self.firmware)
+
+    def test_same_file_same_fingerprint_and_no_rehash(self):
+        first = self.fingerprint()
+        # Remembered under the file's identity, size and mtime: the next
+        # call is a stat(), not a read of the whole file.
+        key = ('sha256',) + hostinfo._file_key(self.firmware)
+        self.assertEqual(hostinfo._sha256(self.firmware),
+                         hostinfo._BY_FILE[key])
+        self.assertEqual(first, self.fingerprint())
+
+    def test_changed_content_and_mtime_changes_the_fingerprint(self):
+        first = self.fingerprint()
+        self.write(b'\x01' * 4096, mtime_ns=2_000_000_000)
+        second = self.fingerprint()
+        self.assertNotEqual(first, second)
+        self.assertEqual(second, probe.fingerprint(
+            'x86_64', 'q35', self.firmware))
+
+    def test_changed_size_changes_the_fingerprint(self):
+        first = self.fingerprint()
+        self.write(b'\x00' * 8192, mtime_ns=1_000_000_000)
+        self.assertNotEqual(first, self.fingerprint())
+
+    def test_replaced_file_changes_the_fingerprint(self):
+        # How a package upgrade lands: a new file renamed over the old.
+        first = self.fingerprint()
+        staged = self.firmware + '.new'
+        with open(staged, 'wb') as handle:
+            handle.write(b'\x02' * 4096)
+        os.utime(staged, ns=(1_000_000_000, 1_000_000_000))
+        os.replace(staged, self.firmware)
+        self.assertNotEqual(first, self.fingerprint())

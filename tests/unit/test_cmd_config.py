@@ -1,0 +1,90 @@
+"""The CLI reads the config files it is given, and only those."""
+
+import contextlib
+import io
+import os
+
+import fixtures
+import testtools
+
+from pcie_sched.cmd import main
+from pcie_sched.cmd import probe as probe_cmd
+from pcie_sched import conf
+from pcie_sched import probe
+
+
+class TestConfigFiles(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        # main() parses into the global CONF; leave it as we found it.
+        self.addCleanup(main.load_config, [])
+
+    def conf_file(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, 'w') as handle:
+            handle.write(text)
+        return path
+
+    def run_main(self, *argv):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), \
+                contextlib.redirect_stdout(io.StringIO()):
+            status = main.main(list(argv))
+        return status, err.getvalue()
+
+    def test_cache_dir_comes_from_the_config_file(self):
+        nova_conf = self.conf_file(
+            'nova.conf', '[DEFAULT]\ncompute_driver = libvirt.LibvirtDriver\n'
+                         '[pcie_sched_probe]\ncache_dir = /srv/ports//x/\n')
+        args = main.build_parser().parse_args(
+            ['probe', '--find-max', '--config-file', nova_conf])
+        main.load_config(args.config_sources)
+        self.assertEqual('/srv/ports/x', probe.default_cache_dir())
+        self.assertEqual('/srv/ports/x', probe_cmd.cache_dir(args))
+
+    def test_later_sources_win_in_the_order_given(self):
+        first = self.conf_file('a.conf',
+                               '[pcie_sched_probe]\ncache_dir = /a\n')
+        confd = os.path.join(self.dir, 'conf.d')
+        os.mkdir(confd)
+        with open(os.path.join(confd, 'b.conf'), 'w') as handle:
+            handle.write('[pcie_sched_probe]\ncache_dir = /b\n')
+        args = main.build_parser().parse_args(
+            ['check', '--config-dir', confd, '--config-file', first])
+        self.assertEqual(['--config-dir', confd, '--config-file', first],
+                         args.config_sources)
+        main.load_config(args.config_sources)
+        self.assertEqual('/a', probe.default_cache_dir())
+
+    def test_no_file_is_read_unless_given(self):
+        main.load_config([])
+        self.assertEqual(conf.probe.DEFAULT_CACHE_DIR,
+                         probe.default_cache_dir())
+        self.assertEqual([], conf.CONF.config_file)
+
+    def test_relative_cache_dir_is_refused_with_option_and_value(self):
+        bad = self.conf_file('bad.conf',
+                             '[pcie_sched_probe]\ncache_dir = cache/here\n')
+        status, err = self.run_main('probe', '--find-max',
+                                    '--config-file', bad)
+        self.assertEqual(2, status)
+        self.assertIn("[pcie_sched_probe] cache_dir='cache/here'", err)
+        self.assertIn('accepted: an absolute directory path', err)
+        self.assertIn(bad, err)
+
+    def test_missing_config_file_is_named(self):
+        missing = os.path.join(self.dir, 'absent.conf')
+        status, err = self.run_main('capacity', '--config-file', missing)
+        self.assertEqual(2, status)
+        self.assertIn(missing, err)
+        self.assertIn('accepted: readable oslo.config files', err)
+
+    def test_cache_dir_option_is_made_absolute(self):
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(self.dir)
+        args = main.build_parser().parse_args(
+            ['probe', '--ports', '2', '--cache-dir', 'c'])
+        self.assertEqual(os.path.join(os.path.realpath(self.dir), 'c'),
+                         probe_cmd.cache_dir(args))
