@@ -79,6 +79,12 @@ _WARNED: ty.Set[ty.Tuple[str, ty.Any]] = set()
 _WARNED_MAX = 4096
 
 
+def reset_caches() -> None:
+    """Forget parsed values and warnings given (tests; a config reload)."""
+    _PARSED.clear()
+    _WARNED.clear()
+
+
 def parse_capacity_cached(value: ty.Any, source: str = SOURCE_STATS,
                           where: ty.Any = None) -> ty.Optional[int]:
     """:func:`parse_capacity` with a cache, warning once per bad value.
@@ -90,7 +96,7 @@ def parse_capacity_cached(value: ty.Any, source: str = SOURCE_STATS,
         cached path costs one dictionary lookup.
     """
     try:
-        return _PARSED[value]
+        parsed = _PARSED[value]
     except KeyError:
         parsed = _parse_or_warn(value, value, source, where)
         if len(_PARSED) >= _PARSED_MAX:
@@ -100,6 +106,11 @@ def parse_capacity_cached(value: ty.Any, source: str = SOURCE_STATS,
     except TypeError:  # unhashable: a broken host, parse it directly
         return _parse_or_warn(value, (type(value).__name__, repr(value)),
                               source, where)
+    if (parsed is None and value is not None and
+            (source, value) not in _WARNED):
+        # Seen before, but from the other source: name this one too.
+        _parse_or_warn(value, value, source, where)
+    return parsed
 
 
 def _parse_or_warn(value, warn_key, source, where) -> ty.Optional[int]:
@@ -125,15 +136,24 @@ def _parse_or_warn(value, warn_key, source, where) -> ty.Optional[int]:
 
 def describe_origin(source: str, where: ty.Any) -> str:
     """Where a capacity value was read, in an operator's words."""
+    try:
+        return _describe_origin(source, where)
+    except Exception:  # a half-loaded nova object: say what we know
+        return f'{source} of {type(where).__name__}'
+
+
+def _describe_origin(source: str, where: ty.Any) -> str:
     if source == SOURCE_AGGREGATE:
         name = getattr(where, 'name', None)
         ident = getattr(where, 'id', None)
         if name is None and ident is None:
             return 'aggregate metadata'
         return f'the metadata of aggregate {name!r} (id {ident})'
-    if where is None:
+    host = getattr(where, 'host', None)
+    if host is None:
         return 'host stats'
-    return f'the stats of host {where}'
+    return (f'the stats of host {host} (node '
+            f'{getattr(where, "nodename", None)})')
 
 
 def from_stats(stats: ty.Optional[ty.Mapping[str, ty.Any]],

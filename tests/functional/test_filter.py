@@ -3,6 +3,8 @@
 import logging
 
 import fixtures
+from nova import objects
+from nova.pci import request as pci_request
 from nova.scheduler import filters
 from nova import test
 from nova.tests import fixtures as nova_fixtures
@@ -10,6 +12,7 @@ import testscenarios
 
 from pcie_sched import capacity
 from pcie_sched.filters import pci_hotplug_ports
+from pcie_sched import host_capacity
 from pcie_sched import spec
 from pcie_sched import topology
 from tests.functional import scheduler_support as support
@@ -34,6 +37,11 @@ class FilterTestCase(test.NoDBTestCase):
         self.filter_log = self.useFixture(fixtures.FakeLogger(
             name=pci_hotplug_ports.__name__, level=logging.DEBUG))
         self.handler = filters.HostFilterHandler()
+        # Warnings about malformed capacities are given once per value
+        # per process; each test starts from a scheduler that has seen
+        # none.
+        host_capacity.reset_caches()
+        self.addCleanup(host_capacity.reset_caches)
 
     def run_filter(self, hosts, request):
         passing = self.handler.get_filtered_objects(
@@ -153,6 +161,135 @@ class TestFilterBehaviour(FilterTestCase):
             support.make_host('big', max_ports=100), request))
         self.assertFalse(flt.host_passes(
             support.make_host('small', max_ports=10), request))
+
+
+class TestPciPassthroughReserve(FilterTestCase):
+    """PCI devices from flavor aliases take root ports before hotplug."""
+
+    def setUp(self):
+        super().setUp()
+        self.flags(alias=['{"name": "qat", "vendor_id": "8086", '
+                          '"product_id": "37c9", "device_type": "type-VF"}'],
+                   group='pci')
+
+    def request_with_aliases(self, requested, alias_spec, networks=1):
+        extra_specs = dict(ports(requested))
+        extra_specs['pci_passthrough:alias'] = alias_spec
+        request = support.make_request(extra_specs, networks=networks)
+        # What nova-api stores on the RequestSpec for this flavor.
+        request.pci_requests = pci_request.get_pci_requests_from_flavor(
+            request.flavor)
+        return request
+
+    def test_alias_count_adds_to_the_reserve(self):
+        request = self.request_with_aliases(16, 'qat:2')
+        self.assertEqual(2, sum(r.count for r in
+                                request.pci_requests.requests))
+        hosts = [support.make_host('short', max_ports=21),
+                 support.make_host('exact', max_ports=22)]
+        self.assertEqual(['exact'], self.run_filter(hosts, request))
+        self.assertIn('needs 22 root ports (16 free + 6 cold-plugged)',
+                      self.filter_log.output)
+
+    def test_several_requests_are_summed(self):
+        request = support.make_request(
+            ports(16), pci_requests=support.make_pci_requests((2, 3)))
+        hosts = [support.make_host('short', max_ports=24),
+                 support.make_host('exact', max_ports=25)]
+        self.assertEqual(['exact'], self.run_filter(hosts, request))
+
+    def test_sriov_port_requests_are_counted_as_networks_only(self):
+        # Two SR-IOV ports: two networks, two PCI requests without alias.
+        request = support.make_request(
+            ports(16), networks=2,
+            pci_requests=support.make_pci_requests(neutron_ports=2))
+        hosts = [support.make_host('short', max_ports=20),
+                 support.make_host('exact', max_ports=21)]
+        self.assertEqual(['exact'], self.run_filter(hosts, request))
+
+    def test_empty_or_absent_pci_requests(self):
+        hosts = [support.make_host('exact', max_ports=20)]
+        for pci_requests in (None, objects.InstancePCIRequests(
+                instance_uuid=support.uuids.instance, requests=[])):
+            request = support.make_request(ports(16))
+            if pci_requests is not None:
+                request.pci_requests = pci_requests
+            self.assertEqual(['exact'], self.run_filter(hosts, request))
+
+
+class TestMalformedCapacityWarnings(FilterTestCase):
+    """A bad pci_hotplug_ports_max is named once, never raised."""
+
+    def warnings(self):
+        return [line for line in self.filter_log.output.splitlines()
+                if 'Ignoring pci_hotplug_ports_max' in line]
+
+    def setUp(self):
+        super().setUp()
+        self.capacity_log = self.useFixture(fixtures.FakeLogger(
+            name=host_capacity.__name__, level=logging.WARNING))
+
+    def capacity_warnings(self):
+        return [line for line in self.capacity_log.output.splitlines()
+                if 'Ignoring pci_hotplug_ports_max' in line]
+
+    def test_bad_stat_is_named_once_per_value(self):
+        hosts = [support.make_host(f'h{i}', max_ports='lots',
+                                   hypervisor_type='ironic')
+                 for i in range(50)]
+        hosts.append(support.make_host('other', max_ports='-3',
+                                       hypervisor_type='ironic'))
+        request = support.make_request(ports(16))
+        for _ in range(3):
+            self.assertEqual([], self.run_filter(hosts, request))
+        lines = self.capacity_warnings()
+        self.assertEqual(2, len(lines), self.capacity_log.output)
+        lots, negative = lines
+        self.assertIn("pci_hotplug_ports_max='lots'", lots)
+        self.assertIn('the stats of host h0 (node h0)', lots)
+        self.assertIn('not a whole number', lots)
+        self.assertIn(f'accepted: {spec.ACCEPTED}', lots)
+        self.assertIn("pci_hotplug_ports_max='-3'", negative)
+        self.assertIn('other', negative)
+
+    def test_bad_aggregate_metadata_names_the_aggregate(self):
+        shared = [support.make_aggregate(7, '1e3', name='rack-7'),
+                  support.make_aggregate(8, '40', name='rack-8')]
+        hosts = [support.make_host(f'h{i}', hypervisor_type='ironic',
+                                   aggregates=shared) for i in range(20)]
+        self.assertEqual(
+            [host.host for host in hosts],
+            self.run_filter(hosts, support.make_request(ports(16))))
+        self.run_filter(hosts, support.make_request(ports(16)))
+        lines = self.capacity_warnings()
+        self.assertEqual(1, len(lines), self.capacity_log.output)
+        self.assertIn("pci_hotplug_ports_max='1e3'", lines[0])
+        self.assertIn("aggregate 'rack-7' (id 7)", lines[0])
+        self.assertIn(f'accepted: {spec.ACCEPTED}', lines[0])
+
+    def test_same_value_in_stats_and_aggregate_is_named_for_each(self):
+        hosts = [support.make_host(
+            'h', max_ports='x', aggregates=[support.make_aggregate(1, 'x')],
+            hypervisor_type='ironic')]
+        self.assertEqual([], self.run_filter(
+            hosts, support.make_request(ports(16))))
+        lines = self.capacity_warnings()
+        self.assertEqual(2, len(lines), self.capacity_log.output)
+
+    def test_unhashable_and_bytes_values_never_raise(self):
+        # ComputeNode.stats would coerce these to strings; a HostState
+        # changed behind nova's back must still not break scheduling.
+        odd = support.make_host('odd', hypervisor_type='ironic')
+        odd.stats = {spec.HOST_CAPACITY_KEY: ['64']}
+        raw = support.make_host('raw', hypervisor_type='ironic')
+        raw.stats = {spec.HOST_CAPACITY_KEY: b'64'}
+        for _ in range(2):
+            self.assertEqual([], self.run_filter(
+                [odd, raw], support.make_request(ports(1))))
+        lines = self.capacity_warnings()
+        self.assertEqual(2, len(lines), self.capacity_log.output)
+        self.assertIn("['64']", lines[0])
+        self.assertIn("b'64'", lines[1])
 
 
 class TestGuestVectorLimit(FilterTestCase):

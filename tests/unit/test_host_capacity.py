@@ -1,7 +1,9 @@
 """Capacity sources read from strings that programs and people wrote."""
 
 import json
+import logging
 
+import fixtures
 import testscenarios
 import testtools
 
@@ -54,11 +56,61 @@ class TestSources(testtools.TestCase):
                        json.dumps({'arch': 7})):
             self.assertIsNone(host_capacity.arch_from_cpu_info(broken))
 
+    def test_one_aggregate(self):
+        class Aggregate:
+            id = 3
+            name = 'rack'
+            metadata = {KEY: '24'}
+        self.assertEqual(24, host_capacity.from_aggregate(Aggregate()))
+        Aggregate.metadata = {}
+        self.assertIsNone(host_capacity.from_aggregate(Aggregate()))
+        self.assertIsNone(host_capacity.from_aggregate(object()))
+
     def test_cold_plugged_reserve(self):
         self.assertEqual(3, host_capacity.cold_plugged_reserve(3, 0, 0, 0))
+        self.assertEqual(7, host_capacity.cold_plugged_reserve(3, 1, 0, 0,
+                                                               3))
+        self.assertEqual(3, host_capacity.cold_plugged_reserve(3, 0, 0, 0,
+                                                               -2))
         self.assertEqual(6, host_capacity.cold_plugged_reserve(3, 1, 10, 512))
         self.assertEqual(5, host_capacity.cold_plugged_reserve(3, 2, 0, 0))
         self.assertEqual(3, host_capacity.cold_plugged_reserve(3, -1, 0, 0))
+
+
+class TestMalformedValueWarnings(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        host_capacity.reset_caches()
+        self.addCleanup(host_capacity.reset_caches)
+        self.log = self.useFixture(fixtures.FakeLogger(
+            name=host_capacity.__name__, level=logging.WARNING))
+
+    def test_warned_once_per_value_and_source(self):
+        for _ in range(100):
+            self.assertIsNone(host_capacity.parse_capacity_cached('abc'))
+            self.assertIsNone(host_capacity.parse_capacity_cached(
+                'abc', host_capacity.SOURCE_AGGREGATE))
+            self.assertIsNone(host_capacity.parse_capacity_cached('300'))
+            self.assertEqual(12, host_capacity.parse_capacity_cached('12'))
+            self.assertIsNone(host_capacity.parse_capacity_cached(None))
+        lines = self.log.output.splitlines()
+        self.assertEqual(3, len(lines), self.log.output)
+        self.assertIn("pci_hotplug_ports_max='abc' in host stats", lines[0])
+        self.assertIn("pci_hotplug_ports_max='abc' in aggregate metadata",
+                      lines[1])
+        self.assertIn('greater than the maximum of 255', lines[2])
+        for line in lines:
+            self.assertIn(f'accepted: {spec.ACCEPTED}', line)
+
+    def test_origin_that_cannot_describe_itself(self):
+        class Broken:
+            @property
+            def name(self):
+                raise RuntimeError('not loaded')
+        self.assertIsNone(host_capacity.parse_capacity_cached(
+            '-', host_capacity.SOURCE_AGGREGATE, Broken()))
+        self.assertIn('aggregate of Broken', self.log.output)
 
 
 class TestModelCacheRefusals(testtools.TestCase):
