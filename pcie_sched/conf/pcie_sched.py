@@ -2,6 +2,13 @@
 
 from oslo_config import cfg
 
+from pcie_sched import capacity
+
+#: What the capacity model gives a 1-vCPU guest with no cold-plugged
+#: device, so that the help below cannot drift from the model.
+_ONE_VCPU_PORTS = (capacity.X86_VECTORS_PER_CPU - capacity.X86_BOOT_VECTORS -
+                   capacity.X86_CONSOLE_VECTORS) // capacity.VECTORS_PER_PORT
+
 GROUP = cfg.OptGroup(
     'pcie_sched',
     title='PCIe hotplug port scheduling')
@@ -40,11 +47,16 @@ ALL_OPTS = [
         default=True,
         help='Refuse requests an x86_64 Linux guest with the flavor\'s vCPUs '
              'would not survive: each root port takes an interrupt vector '
-             'and a vCPU has 203, so on 1 vCPU about 198 ports leave the '
-             'guest without vectors for its console and devices, even on '
-             'hosts whose firmware boots more. Set to False only for guests '
-             'known to cope; they may boot with ports lacking hotplug/AER '
-             'interrupts and without a working serial console.'),
+             f'and a vCPU has {capacity.X86_VECTORS_PER_CPU}, of which the '
+             'kernel and the console take '
+             f'{capacity.X86_BOOT_VECTORS + capacity.X86_CONSOLE_VECTORS} '
+             f'and each cold-plugged device {capacity.VECTORS_PER_DEVICE}. '
+             'So a 1-vCPU guest keeps its console with at most '
+             f'{_ONE_VCPU_PORTS} root ports, fewer with cold-plugged '
+             'devices, even on hosts whose firmware boots more. Set to '
+             'False only for guests known to cope; they may boot with '
+             'ports lacking hotplug/AER interrupts and without a working '
+             'serial console.'),
     cfg.DictOpt(
         'default_machine_types',
         default={'x86_64': 'q35', 'aarch64': 'virt'},

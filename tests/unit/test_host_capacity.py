@@ -113,6 +113,21 @@ class TestMalformedValueWarnings(testtools.TestCase):
         self.assertIn('aggregate of Broken', self.log.output)
 
 
+class TestGuestVectorLimitHelp(testtools.TestCase):
+
+    def test_help_quotes_the_model(self):
+        from pcie_sched import capacity
+        from pcie_sched.conf import pcie_sched as group
+        from pcie_sched import topology
+        one_vcpu = capacity.estimate(topology.machine_profile(
+            'x86_64', 'q35', vcpus=1, guest_devices=0)).budgets[
+                capacity.GUEST_VECTORS].max_ports
+        self.assertEqual(one_vcpu, host_capacity.guest_vector_limit(1, 0))
+        (opt,) = [opt for opt in group.ALL_OPTS
+                  if opt.name == 'enforce_guest_vector_limit']
+        self.assertIn(f'at most {one_vcpu} root ports', opt.help)
+
+
 class TestModelCacheRefusals(testtools.TestCase):
     """Hosts the model cannot speak for get no answer, not an exception."""
 
