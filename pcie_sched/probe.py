@@ -2,11 +2,12 @@
 
 :func:`boot` starts QEMU with the port plan :mod:`pcie_sched.topology`
 would give a guest (the boot disk from :mod:`pcie_sched.payload` behind
-the first port) and watches the serial console:
+the last port) and watches the serial console:
 
 ``booted``
     the payload's marker appeared: the firmware enumerated the ports and
-    reached the disk behind port 1.
+    reached the disk behind the last port, so every port up to it got a
+    bus number and the windows its device needed.
 ``firmware-shell``
     the firmware gave up on booting: the UEFI shell found no file system
     at all ("map: No mapping found."), a ``Shell>`` prompt stayed without
@@ -69,18 +70,19 @@ RETRIES = 1
 #: Every probe's private temp directory starts with this.
 TEMP_PREFIX = 'pcie-sched-probe-'
 #: Bumped whenever the boot recipe changes, so cached results expire.
-RECIPE_VERSION = 1
+#: 2: the boot disk moved from the first port to the last.
+RECIPE_VERSION = 2
 
 _ANSI = re.compile(r'\x1b\[[0-9;?]*[A-Za-z]')
 _SHELL_PROMPT = re.compile(r'Shell> ?')
 _NO_BOOT_DEVICE = re.compile(r'No bootable device')
 # The UEFI shell's startup mapping table: no file system at all means the
-# ESP behind port 1 was not enumerated, and startup.nsh cannot run.
+# ESP behind the last port was not enumerated, and startup.nsh cannot run.
 _NO_MAPPING = re.compile(r'map: No mapping found')
 # edk2's BdsDxe when no boot option works and no shell is built in.
 _NO_BOOT_OPTION = re.compile(r'No bootable option or device was found')
 # edk2 with Secure Boot keys enrolled (Debian's *.ms.fd variable stores):
-# the disk behind port 1 was reached, but the unsigned payload refused.
+# the boot disk was reached, but the unsigned payload refused.
 # Only a boot option on a PCI device path counts: the built-in shell in
 # the firmware volume, Fv(...), is refused the same way.
 _SECURE_BOOT = re.compile(r'failed to (?:load|start) Boot[0-9A-Fa-f]{4} '
@@ -181,8 +183,14 @@ def _option_value(value: str) -> str:
 
 def qemu_command(arch: str, machine: str, fw: hostinfo.Firmware,
                  plan: topology.Plan, disk: str, workdir: str,
-                 accel: str) -> ty.List[str]:
-    """QEMU's argument list: no network, no host devices, no display."""
+                 accel: str, extra_devices: ty.Sequence[str] = ()
+                 ) -> ty.List[str]:
+    """QEMU's argument list: no network, no host devices, no display.
+
+    ``extra_devices``: ``-device`` values added after the plan's ports,
+    e.g. one more port at an address the plan never uses, to ask QEMU
+    and the firmware rather than the planner.
+    """
     command = [hostinfo.qemu_binary(arch), '-machine', machine,
                '-accel', accel, '-m', '512', '-nodefaults', '-no-user-config',
                '-display', 'none', '-monitor', 'none', '-net', 'none',
@@ -200,20 +208,33 @@ def qemu_command(arch: str, machine: str, fw: hostinfo.Firmware,
     else:
         command += ['-bios', fw.code]
     command += topology.to_qemu_args(plan)
+    for device in extra_devices:
+        command += ['-device', device]
+    # Behind the last port: the firmware reaches it only after it has
+    # numbered every port before it, so "booted" covers the whole plan,
+    # not just its first port.
     command += ['-drive', f'if=none,id=bootdisk,format=raw,readonly=on,'
                           f'file={_option_value(disk)}',
                 '-device', f'virtio-blk-pci,drive=bootdisk,'
-                           f'bus={plan.ports[0].qemu_id}']
+                           f'bus={plan.ports[-1].qemu_id}']
     return command
 
 
-def probe_plan(ports: int, arch: str, machine: str) -> topology.Plan:
-    """The plan a guest with ``ports`` root ports in total would get."""
+def probe_plan(ports: int, arch: str, machine: str,
+               root_bus_devices: ty.Optional[int] = None) -> topology.Plan:
+    """The plan a guest with ``ports`` root ports in total would get.
+
+    ``root_bus_devices``: root bus slots kept free before the first port
+    (default: what a nova guest keeps, :data:`topology.ROOT_BUS_DEVICES`;
+    0 probes the machine's own root bus limit). The boot disk goes
+    behind the last port (:func:`qemu_command`).
+    """
     if isinstance(ports, bool) or not isinstance(ports, int) or ports < 1:
         raise ProbeError(f'ports={ports!r}: expected an integer of at least '
                          f'1 (the boot disk needs a port)')
     try:
-        return topology.plan(ports - 1, ['boot-disk'], arch, machine)
+        return topology.plan(ports, (), arch, machine,
+                             root_bus_devices=root_bus_devices)
     except topology.TopologyError as exc:
         raise ProbeError(str(exc)) from exc
 
@@ -244,15 +265,20 @@ def _temp_dir_error(exc: OSError) -> str:
 def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
          timeout: float = DEFAULT_TIMEOUT,
          stall_timeout: float = DEFAULT_STALL_TIMEOUT,
-         accel: str = 'tcg', cache_dir: ty.Optional[str] = None
-         ) -> BootResult:
-    """Boot once with ``ports`` root ports and say how it went."""
+         accel: str = 'tcg', cache_dir: ty.Optional[str] = None,
+         root_bus_devices: ty.Optional[int] = None,
+         extra_devices: ty.Sequence[str] = ()) -> BootResult:
+    """Boot once with ``ports`` root ports and say how it went.
+
+    ``root_bus_devices`` and ``extra_devices``: see :func:`probe_plan`
+    and :func:`qemu_command`.
+    """
     cache_dir = cache_dir or default_cache_dir()
     try:
         # Everything missing is reported before anything is built or run.
         hostinfo.qemu_binary(arch)
         fw = hostinfo.firmware(arch, firmware)
-        plan = probe_plan(ports, arch, machine)
+        plan = probe_plan(ports, arch, machine, root_bus_devices)
         accel = _resolve_accel(accel)
         disk = payload.disk_image(arch, fw.kind, cache_dir)
     except (hostinfo.HostError, payload.PayloadError) as exc:
@@ -267,7 +293,8 @@ def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
         raise ProbeError(_temp_dir_error(exc)) from exc
     process = None
     try:
-        command = qemu_command(arch, machine, fw, plan, disk, workdir, accel)
+        command = qemu_command(arch, machine, fw, plan, disk, workdir, accel,
+                               extra_devices)
         stderr_path = os.path.join(workdir, 'qemu.stderr')
         start = time.monotonic()
         with open(stderr_path, 'wb') as stderr:
@@ -337,7 +364,7 @@ def _watch(process, serial_path, stderr_path, start, timeout,
 
 def _verdict_detail(outcome: str, text: str = '') -> str:
     if outcome == BOOTED:
-        return 'the payload behind port 1 ran'
+        return 'the payload behind the last port ran'
     if outcome != FIRMWARE_SHELL:
         return ''
     if _SECURE_BOOT.search(text):
@@ -350,7 +377,7 @@ def _verdict_detail(outcome: str, text: str = '') -> str:
             if pattern.search(text)]
     why = f' (console: {seen[0].strip()!r})' if seen else ''
     return (f'the firmware stopped without reaching the boot disk behind '
-            f'port 1{why}')
+            f'the last port{why}')
 
 
 def _stop(process) -> None:
@@ -472,6 +499,12 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
     """
     if strategy not in ('model', 'bisect'):
         raise ProbeError(f'strategy={strategy!r}; accepted: model, bisect')
+    for option in ('root_bus_devices', 'extra_devices'):
+        if option in boot_options:
+            # The cache key and the model describe the plan nova guests
+            # get; another layout is for single boots only.
+            raise ProbeError(f'{option}={boot_options[option]!r}: not '
+                             f'accepted by find_max; use boot()')
     cache_dir = cache_dir or default_cache_dir()
     try:
         key = fingerprint(arch, machine, firmware)

@@ -2,6 +2,8 @@
 
 from pcie_sched import capacity
 from pcie_sched.cmd import output
+from pcie_sched import hostinfo
+from pcie_sched import topology
 
 
 def add_machine_arguments(parser, firmware_help: str = '') -> None:
@@ -51,7 +53,11 @@ def register(subparsers) -> None:
         description='Compute every budget that limits the number of '
                     'pcie-root-ports (root bus slots, bus numbers, ECAM '
                     'window, IO space) and report the one that binds.')
-    add_machine_arguments(parser)
+    add_machine_arguments(
+        parser, firmware_help='uefi (OVMF/AAVMF), bios (SeaBIOS) or a path '
+                              'to a firmware code file (a *CODE* file is '
+                              'UEFI, anything else SeaBIOS-like); default: '
+                              'uefi')
     parser.add_argument('--qemu-version', default=None,
                         help='QEMU version MAJOR.MINOR (matters for plain '
                              "'virt' on QEMU older than 2.12)")
@@ -62,9 +68,11 @@ def register(subparsers) -> None:
                         metavar='NAME=VALUE',
                         help='pcie-root-port property, e.g. bus-reserve=8 '
                              'or mem-reserve=32M (repeatable)')
-    parser.add_argument('--root-bus-devices', type=int, default=0,
-                        help='other devices on the root bus, e.g. 1 for '
-                             "libvirt's video device (default: 0)")
+    parser.add_argument('--root-bus-devices', type=int, default=None,
+                        help='other devices on the root bus before the '
+                             'ports (default: what the compute driver '
+                             "leaves: 1 on q35 for libvirt's video device, "
+                             '0 on virt)')
     parser.add_argument('--vcpus', type=int, default=None,
                         help='guest vCPUs: also apply the guest\'s '
                              'interrupt vector budget (x86_64)')
@@ -74,17 +82,40 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def firmware_kind(arch: str, choice: str) -> str:
+    """``uefi`` or ``bios`` for ``--firmware``, which may be a file path.
+
+    The model needs only the kind; a path is checked (it must be a
+    readable file, a UEFI one with its variable store template) and
+    classified the way the probe boots it.
+    """
+    if choice in capacity.FIRMWARE:
+        return choice
+    try:
+        return hostinfo.firmware(arch, choice).kind
+    except hostinfo.HostError as exc:
+        raise ValueError(f'--firmware: {exc}') from exc
+
+
 def run(args) -> int:
     try:
         properties = dict(parse_port_property(item)
                           for item in args.port_prop)
         version = (parse_version(args.qemu_version)
                    if args.qemu_version else None)
+        machine = args.machine or default_machine(args.arch)
+        root_bus_devices = args.root_bus_devices
+        if root_bus_devices is None:
+            # The same root bus the compute driver lays ports out on, so
+            # this answer equals the filter's, the driver's and check's.
+            family, _, _ = capacity.parse_machine(args.arch, machine)
+            root_bus_devices = topology.ROOT_BUS_DEVICES[family]
         result = capacity.estimate(capacity.MachineProfile(
-            arch=args.arch, machine=args.machine or default_machine(args.arch),
-            firmware=args.firmware, qemu_version=version,
+            arch=args.arch, machine=machine,
+            firmware=firmware_kind(args.arch, args.firmware),
+            qemu_version=version,
             ports_per_slot=args.ports_per_slot, port_properties=properties,
-            root_bus_devices=args.root_bus_devices, vcpus=args.vcpus,
+            root_bus_devices=root_bus_devices, vcpus=args.vcpus,
             guest_devices=args.guest_devices))
     except ValueError as exc:
         output.error(str(exc))

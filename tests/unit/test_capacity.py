@@ -1,7 +1,9 @@
 """The capacity model over a table of machines."""
 
 import json
+import os
 
+import fixtures
 import testscenarios
 import testtools
 
@@ -269,3 +271,53 @@ class TestCapacityCommand(testtools.TestCase):
             status = main.main(['capacity', '--port-prop', 'bus-reserve=x'])
         self.assertEqual(2, status)
         self.assertIn("--port-prop 'bus-reserve=x'", err.getvalue())
+
+    def run_json(self, *argv):
+        import contextlib
+        import io
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main.main(['capacity'] + list(argv))
+        return status, (json.loads(out.getvalue()) if status == 0 else
+                        err.getvalue())
+
+    def test_default_root_bus_is_the_one_the_driver_renders(self):
+        from pcie_sched import topology
+        for arch, machine in (('x86_64', 'q35'), ('aarch64', 'virt')):
+            status, document = self.run_json('--arch', arch, '--format',
+                                             'json')
+            self.assertEqual(0, status, document)
+            # The largest plan the compute driver can lay out.
+            planned = len(topology.plan(0, document['max_ports'], arch,
+                                        machine).ports)
+            self.assertEqual(planned, document['max_ports'])
+            self.assertRaises(topology.TopologyError, topology.plan, 0,
+                              document['max_ports'] + 1, arch, machine)
+            self.assertEqual(topology.ROOT_BUS_DEVICES[machine],
+                             document['profile']['root_bus_devices'])
+        status, document = self.run_json(
+            '--root-bus-devices', '0', '--format', 'json')
+        self.assertEqual(0, status, document)
+        self.assertEqual(0, document['profile']['root_bus_devices'])
+        self.assertEqual(30 * 8, document['max_ports'])
+
+    def test_firmware_path(self):
+        root = self.useFixture(fixtures.TempDir()).path
+        for name in ('MY_CODE.fd', 'MY_VARS.fd', 'bios.bin'):
+            with open(os.path.join(root, name), 'wb') as handle:
+                handle.write(b'\0' * 16)
+        for name, kind in (('MY_CODE.fd', 'uefi'), ('bios.bin', 'bios')):
+            status, document = self.run_json(
+                '--firmware', os.path.join(root, name), '--format', 'json')
+            self.assertEqual(0, status, document)
+            self.assertEqual(kind, document['profile']['firmware'])
+        missing = os.path.join(root, 'NO_CODE.fd')
+        status, err = self.run_json('--firmware', missing)
+        self.assertEqual(2, status)
+        self.assertIn(f'--firmware: firmware={missing!r}', err)
+        self.assertIn('accepted: uefi, bios or a path', err)
+        # A SeaBIOS-like file cannot boot an aarch64 guest.
+        status, err = self.run_json('--arch', 'aarch64', '--firmware',
+                                    os.path.join(root, 'bios.bin'))
+        self.assertEqual(2, status)
+        self.assertIn("firmware='bios'", err)

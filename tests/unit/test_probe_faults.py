@@ -131,6 +131,13 @@ class TestHostFiles(testtools.TestCase):
         self.assertIn('accepted: uefi', str(error))
 
 
+def _a_result():
+    return probe.FindMaxResult(
+        max_ports=15, boots=2, seconds=30.0, model_max_ports=15,
+        limited_by='ecam-window', strategy='model', fingerprint='k',
+        steps=((15, 'booted', 10.0), (16, 'firmware-shell', 11.0)))
+
+
 class TestUnusableCache(testtools.TestCase):
     """A cache that cannot be written is a clear error or a warning."""
 
@@ -143,10 +150,7 @@ class TestUnusableCache(testtools.TestCase):
             handle.write('not a directory')
 
     def result(self):
-        return probe.FindMaxResult(
-            max_ports=15, boots=2, seconds=30.0, model_max_ports=15,
-            limited_by='ecam-window', strategy='model', fingerprint='k',
-            steps=((15, 'booted', 10.0), (16, 'firmware-shell', 11.0)))
+        return _a_result()
 
     def test_boot_with_unusable_cache_dir_is_a_probe_error(self):
         cache = os.path.join(self.blocked, 'cache')
@@ -225,8 +229,9 @@ class TestQemuCommand(testtools.TestCase):
             self.assertNotIn(forbidden, joined)
         self.assertIn('file=/srv/a,,b.img', joined)
         disk = command[command.index('-device', len(command) - 2) + 1]
-        self.assertIn(f'bus={plan.ports[0].qemu_id}', disk)
-        self.assertEqual('pci.1', plan.ports[0].qemu_id)
+        # Behind the last port: booting proves every port was numbered.
+        self.assertIn(f'bus={plan.ports[-1].qemu_id}', disk)
+        self.assertEqual('pci.9', plan.ports[-1].qemu_id)
         self.assertEqual(9, sum(1 for arg in command
                                 if arg.startswith('pcie-root-port,')))
         if fw.kind == 'uefi':
@@ -250,7 +255,7 @@ class TestWatch(testtools.TestCase):
     scenarios = [
         ('marker_then_exit', dict(
             script='open(SERIAL, "w").write("GRUB\\n" + MARKER + "\\n")',
-            expected=probe.BOOTED, detail='payload behind port 1')),
+            expected=probe.BOOTED, detail='payload behind the last port')),
         ('exit_with_message', dict(
             script='import sys; sys.stderr.write("qemu: bad option\\n"); '
                    'sys.exit(1)',
@@ -339,3 +344,133 @@ class TestFingerprintInputs(testtools.TestCase):
         self.assertNotEqual(plain, enrolled)
         self.assertEqual(plain, probe.fingerprint(
             'x86_64', 'q35', os.path.join(root, 'plain', 'Z_CODE.fd')))
+
+
+_UNPRIVILEGED_BOOT = '''
+import os, sys
+# Imported first: the interpreter's own files need not be nobody's.
+from pcie_sched import probe
+if os.geteuid() == 0:
+    # Root reads a mode-0000 file; the operator this protects is not root.
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    probe.boot('x86_64', 'q35', sys.argv[1], 1, cache_dir=sys.argv[2])
+except probe.ProbeError as exc:
+    print(exc)
+    sys.exit(3)
+'''
+
+
+class TestUnreadableFirmware(testtools.TestCase):
+    """A firmware path that exists but cannot be read as firmware."""
+
+    def setUp(self):
+        super().setUp()
+        self.root = self.useFixture(fixtures.TempDir()).path
+        # The unprivileged child must reach the files to be refused them.
+        os.chmod(self.root, 0o755)
+
+    def assertRefused(self, choice, message):
+        self.assertIn(f'firmware={choice!r} is not a readable file', message)
+        self.assertIn('accepted: uefi, bios or a path to a firmware code '
+                      'file', message)
+
+    def test_directory_is_refused_even_for_root(self):
+        # What root cannot read as a file whatever the mode bits.
+        folder = os.path.join(self.root, 'OVMF_CODE.fd')
+        os.mkdir(folder)
+        error = self.assertRaises(probe.ProbeError, probe.boot, 'x86_64',
+                                  'q35', folder, 1, cache_dir=self.root)
+        self.assertRefused(folder, str(error))
+        error = self.assertRaises(probe.ProbeError, probe.model_capacity,
+                                  'x86_64', 'q35', folder)
+        self.assertRefused(folder, str(error))
+        self.assertEqual(['OVMF_CODE.fd'], os.listdir(self.root))
+
+    def test_mode_0000_file_is_refused_for_its_reader(self):
+        code = os.path.join(self.root, 'OVMF_CODE.fd')
+        for name, mode in (('OVMF_CODE.fd', 0), ('OVMF_VARS.fd', 0o644)):
+            path = os.path.join(self.root, name)
+            with open(path, 'wb') as handle:
+                handle.write(b'\0' * 4096)
+            os.chmod(path, mode)
+        cache = os.path.join(self.root, 'cache')
+        result = subprocess.run(
+            [sys.executable, '-c', _UNPRIVILEGED_BOOT, code, cache],
+            capture_output=True, text=True, timeout=120,
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        self.assertEqual(3, result.returncode, result.stderr)
+        self.assertRefused(code, result.stdout)
+        # Refused before anything was built or started.
+        self.assertFalse(os.path.exists(cache))
+
+
+class TestReadOnlyCache(testtools.TestCase):
+    """A read-only cache directory: clear error, or a warned result."""
+
+    def setUp(self):
+        super().setUp()
+        from tests import readonly_dir
+        self.cache = self.useFixture(fixtures.TempDir()).path
+        self.readonly = self.useFixture(readonly_dir.ReadOnlyDir(self.cache))
+
+    def test_boot_without_cached_payload_is_a_probe_error(self):
+        error = self.assertRaises(probe.ProbeError, probe.boot, 'x86_64',
+                                  'q35', 'bios', 1, cache_dir=self.cache)
+        self.assertIn(f'cache_dir={self.cache!r}', str(error))
+        self.assertIn(self.readonly.reason, str(error))
+        self.assertIn('accepted: a writable directory', str(error))
+        self.assertEqual([], os.listdir(self.cache))
+
+    def test_result_is_kept_with_a_warning(self):
+        said = []
+        kept = probe.store_or_warn(self.cache, _a_result(), said.append)
+        self.assertEqual(15, kept.max_ports)
+        self.assertIn(self.readonly.reason, kept.cache_error)
+        self.assertEqual(1, len(said))
+        self.assertIn('warning: result not cached', said[0])
+        self.assertEqual([], os.listdir(self.cache))
+
+
+_STORE_LOOP = '''
+import sys
+from pcie_sched import probe
+for round in range(int(sys.argv[3])):
+    probe._store(sys.argv[1], probe.FindMaxResult(
+        max_ports=int(sys.argv[2]), boots=round, seconds=1.0,
+        model_max_ports=15, limited_by='ecam-window', strategy='model',
+        fingerprint='same', steps=((15, 'booted', 1.0),)))
+'''
+
+
+class TestConcurrentCacheWriters(testtools.TestCase):
+    """Two processes storing the same key while a third reads it."""
+
+    def test_reader_only_ever_sees_whole_documents(self):
+        cache = self.useFixture(fixtures.TempDir()).path
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        writers = [subprocess.Popen(
+            [sys.executable, '-c', _STORE_LOOP, cache, str(ports), '300'],
+            stderr=subprocess.PIPE, env=env) for ports in (15, 16)]
+        target = os.path.join(cache, 'find-max-same.json')
+        reads = 0
+        try:
+            while any(writer.poll() is None for writer in writers):
+                try:
+                    with open(target) as handle:
+                        document = json.load(handle)
+                except FileNotFoundError:
+                    continue
+                self.assertIn(document['max_ports'], (15, 16))
+                reads += 1
+        finally:
+            errors = [writer.communicate(timeout=120)[1]
+                      for writer in writers]
+        self.assertEqual([0, 0], [writer.returncode for writer in writers],
+                         errors)
+        self.assertGreater(reads, 0)
+        with open(target) as handle:
+            self.assertIn(json.load(handle)['max_ports'], (15, 16))
+        self.assertEqual(['find-max-same.json'], os.listdir(cache))
