@@ -183,13 +183,14 @@ def _option_value(value: str) -> str:
 
 def qemu_command(arch: str, machine: str, fw: hostinfo.Firmware,
                  plan: topology.Plan, disk: str, workdir: str,
-                 accel: str, extra_devices: ty.Sequence[str] = ()
-                 ) -> ty.List[str]:
+                 accel: str, extra_devices: ty.Sequence[str] = (),
+                 disk_bus: ty.Optional[str] = None) -> ty.List[str]:
     """QEMU's argument list: no network, no host devices, no display.
 
     ``extra_devices``: ``-device`` values added after the plan's ports,
     e.g. one more port at an address the plan never uses, to ask QEMU
-    and the firmware rather than the planner.
+    and the firmware rather than the planner. ``disk_bus``: the id of
+    the port the boot disk goes behind (default: the plan's last).
     """
     command = [hostinfo.qemu_binary(arch), '-machine', machine,
                '-accel', accel, '-m', '512', '-nodefaults', '-no-user-config',
@@ -216,7 +217,7 @@ def qemu_command(arch: str, machine: str, fw: hostinfo.Firmware,
     command += ['-drive', f'if=none,id=bootdisk,format=raw,readonly=on,'
                           f'file={_option_value(disk)}',
                 '-device', f'virtio-blk-pci,drive=bootdisk,'
-                           f'bus={plan.ports[-1].qemu_id}']
+                           f'bus={disk_bus or plan.ports[-1].qemu_id}']
     return command
 
 
@@ -267,11 +268,12 @@ def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
          stall_timeout: float = DEFAULT_STALL_TIMEOUT,
          accel: str = 'tcg', cache_dir: ty.Optional[str] = None,
          root_bus_devices: ty.Optional[int] = None,
-         extra_devices: ty.Sequence[str] = ()) -> BootResult:
+         extra_devices: ty.Sequence[str] = (),
+         disk_bus: ty.Optional[str] = None) -> BootResult:
     """Boot once with ``ports`` root ports and say how it went.
 
-    ``root_bus_devices`` and ``extra_devices``: see :func:`probe_plan`
-    and :func:`qemu_command`.
+    ``root_bus_devices``, ``extra_devices`` and ``disk_bus``: see
+    :func:`probe_plan` and :func:`qemu_command`.
     """
     cache_dir = cache_dir or default_cache_dir()
     try:
@@ -294,7 +296,7 @@ def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
     process = None
     try:
         command = qemu_command(arch, machine, fw, plan, disk, workdir, accel,
-                               extra_devices)
+                               extra_devices, disk_bus)
         stderr_path = os.path.join(workdir, 'qemu.stderr')
         start = time.monotonic()
         with open(stderr_path, 'wb') as stderr:
@@ -499,7 +501,7 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
     """
     if strategy not in ('model', 'bisect'):
         raise ProbeError(f'strategy={strategy!r}; accepted: model, bisect')
-    for option in ('root_bus_devices', 'extra_devices'):
+    for option in ('root_bus_devices', 'extra_devices', 'disk_bus'):
         if option in boot_options:
             # The cache key and the model describe the plan nova guests
             # get; another layout is for single boots only.

@@ -5,6 +5,7 @@ probes a private temp root and cache, then checks that no QEMU process,
 temp directory or half-written cache file is left behind.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -165,4 +166,72 @@ class TestSecureBootFirmware(FaultTestCase):
             self.assertTrue(
                 result.detail.startswith(probe.SECURE_BOOT_REFUSED), result)
             self.assertIn('from PciRoot(0x0)/Pci(', result.detail)
+        self.assertNothingLeft()
+
+
+_FIND_MAX = ['probe', '--arch', 'x86_64', '--machine', 'q35', '--firmware',
+             'bios', '--find-max', '--format', 'json']
+
+
+class TestCacheFaults(FaultTestCase):
+    """find-max against a cache that is shared or cannot be written.
+
+    SeaBIOS boots the model's 232 ports in seconds and 233 do not fit
+    the plan, so each find-max is one real boot.
+    """
+
+    def find_max(self, cache, *extra):
+        return subprocess.Popen(
+            [sys.executable, '-m', 'pcie_sched.cmd.main'] + _FIND_MAX +
+            ['--cache-dir', cache] + list(extra),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ, TMPDIR=self.temp_root))
+
+    def test_two_find_max_runs_share_one_cache(self):
+        runs = [self.find_max(self.cache, '--no-cache') for _ in range(2)]
+        documents = []
+        for run in runs:
+            out, err = run.communicate(timeout=500)
+            self.assertEqual(0, run.returncode, err)
+            documents.append(json.loads(out))
+        for document in documents:
+            self.assertEqual(232, document['max_ports'], document)
+            self.assertEqual('', document['cache_error'])
+            self.assertFalse(document['cached'])
+        self.assertEqual(documents[0]['fingerprint'],
+                         documents[1]['fingerprint'])
+        cached = [name for name in os.listdir(self.cache)
+                  if name.startswith('find-max-')]
+        self.assertEqual(
+            [f'find-max-{documents[0]["fingerprint"]}.json'], cached)
+        with open(os.path.join(self.cache, cached[0])) as handle:
+            stored = json.load(handle)
+        self.assertEqual(232, stored['max_ports'])
+        # The stored document is one of the two runs' whole answers.
+        self.assertIn(stored['seconds'],
+                      [document['seconds'] for document in documents])
+        self.assertNothingLeft()
+        # And the next run reads it instead of booting.
+        again = self.find_max(self.cache)
+        out, err = again.communicate(timeout=120)
+        self.assertEqual(0, again.returncode, err)
+        self.assertTrue(json.loads(out)['cached'])
+
+    def test_read_only_cache_keeps_the_measured_result(self):
+        from pcie_sched import payload
+        from tests import readonly_dir
+        # The boot disk is already cached; only the result cannot be.
+        payload.disk_image('x86_64', 'bios', self.cache)
+        before = sorted(os.listdir(self.cache))
+        readonly = self.useFixture(readonly_dir.ReadOnlyDir(self.cache))
+        run = self.find_max(self.cache, '--no-cache')
+        out, err = run.communicate(timeout=500)
+        self.assertEqual(0, run.returncode, err)
+        document = json.loads(out)
+        self.assertEqual(232, document['max_ports'])
+        self.assertEqual(1, document['boots'])
+        self.assertIn(f'cache_dir={self.cache!r}', document['cache_error'])
+        self.assertIn(readonly.reason, document['cache_error'])
+        self.assertEqual(before, sorted(os.listdir(self.cache)))
         self.assertNothingLeft()
