@@ -37,9 +37,21 @@ LOG = logging.getLogger(__name__)
 CONF = pcie_conf.CONF
 
 
-class HotplugPortsUnavailable(exception.NovaException):
-    msg_fmt = ('This host cannot boot the PCIe ports the instance asks for: '
-               '%(reason)s')
+class HotplugPortsUnavailable(exception.BuildAbortException):
+    """This host's QEMU + firmware + machine cannot boot the guest.
+
+    A BuildAbortException, not a reschedule: the alternates nova would
+    try come from the same scheduler pass, picked by PciHotplugPortsFilter
+    from the same published capacities, so a host with the same QEMU and
+    firmware fails the same way, and after the last one nova's fault only
+    says "Exhausted all hosts". Aborting puts the ports asked for and this
+    host's limit into the instance fault. A host with a newer QEMU may
+    boot what this one cannot; the scheduler finds it when the count is in
+    the flavor (see doc/source/compute.rst).
+    """
+
+    # BuildAbortException's own format: nova cuts the fault message at
+    # 255 characters, so the reason must come early and stay short.
 
 
 class _PlannedGuest(vconfig.LibvirtConfigGuest):
@@ -73,6 +85,13 @@ def _firmware_kind(guest) -> str:
     if guest.os_firmware == 'efi' or guest.os_loader_type == 'pflash':
         return 'uefi'
     return 'bios'
+
+
+def _spec_key(instance) -> str:
+    """The key the request came from, for the fault message."""
+    if spec.from_flavor(instance.flavor.extra_specs) is not None:
+        return spec.FLAVOR_KEY
+    return f'image property {spec.IMAGE_KEY}'
 
 
 class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
@@ -124,14 +143,23 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
         limit = self.pci_hotplug_ports_max(arch, machine, firmware)
         if needed > limit:
             raise HotplugPortsUnavailable(
-                reason=f'{requested} free hotplug ports + {len(cold)} for '
-                       f'cold-plugged devices = {needed} root ports, but '
-                       f'{arch} {machine} with {firmware} firmware on this '
-                       f'host boots at most {limit}')
-        plan = topology.plan(
-            requested, cold, arch, machine,
-            hotplug_on_cold_plugged=(
-                CONF.pcie_sched_compute.hotplug_on_cold_plugged_ports))
+                instance_uuid=instance.uuid,
+                reason=f'{_spec_key(instance)}={requested} needs {needed} '
+                       f'root ports ({len(cold)} cold-plugged), {arch} '
+                       f'{machine} {firmware} on this host boots at most '
+                       f'{limit}: accepted 0 to '
+                       f'{max(limit - len(cold), 0)}')
+        try:
+            plan = topology.plan(
+                requested, cold, arch, machine,
+                hotplug_on_cold_plugged=(
+                    CONF.pcie_sched_compute.hotplug_on_cold_plugged_ports))
+        except topology.TopologyError as exc:
+            # A limit above what one root bus holds (max_ports_override
+            # goes to 255): no host lays this out either.
+            raise HotplugPortsUnavailable(
+                instance_uuid=instance.uuid,
+                reason=f'{_spec_key(instance)}={requested}: {exc}')
         rendered = topology.to_libvirt_xml(plan)
         guest.devices = [
             device for device in guest.devices

@@ -4,6 +4,8 @@ Real nova API, conductor, scheduler (with PciHotplugPortsFilter) and
 compute services over fakelibvirt, with the real Placement fixture.
 """
 
+import re
+
 import fixtures
 from lxml import etree
 from nova import context as nova_context
@@ -28,12 +30,17 @@ class DriverTestBase(base.ServersTestBase):
     def setUp(self):
         super().setUp()
         self.flags(hw_machine_type=['x86_64=q35'], group='libvirt')
+        # Latest domain XML per instance, and every one built (reboots,
+        # rebuilds and resizes build it again).
         self.domain_xml = {}
+        self.domain_history = {}
         original = pcie_driver.PcieSchedLibvirtDriver._get_guest_xml
 
         def capture(driver, context, instance, *args, **kwargs):
             xml = original(driver, context, instance, *args, **kwargs)
             self.domain_xml[instance.uuid] = etree.fromstring(xml)
+            self.domain_history.setdefault(instance.uuid, []).append(
+                self.domain_xml[instance.uuid])
             return xml
 
         self.useFixture(fixtures.MonkeyPatch(
@@ -56,6 +63,13 @@ class DriverTestBase(base.ServersTestBase):
         return self._create_flavor(
             extra_spec={spec.FLAVOR_KEY: str(ports)}, ephemeral=0)
 
+    def image_with_ports(self, image_id, ports):
+        image = dict(self.glance.image1, id=image_id)
+        image['properties'] = dict(image['properties'],
+                                   **{spec.IMAGE_KEY: str(ports)})
+        self.glance.create(nova_context.get_admin_context(), image)
+        return image_id
+
     def root_ports(self, server):
         domain = self.domain_xml[server['id']]
         return domain.findall(
@@ -63,6 +77,48 @@ class DriverTestBase(base.ServersTestBase):
 
     def host_of(self, server):
         return server['OS-EXT-SRV-ATTR:host']
+
+    def port_layout(self, domain):
+        """(index, chassis, port, slot, function, multifunction) per port."""
+        layout = []
+        for controller in domain.findall(
+                "devices/controller[@model='pcie-root-port']"):
+            target, address = (controller.find('target'),
+                               controller.find('address'))
+            layout.append((
+                int(controller.get('index')), int(target.get('chassis')),
+                int(target.get('port'), 16), int(address.get('slot'), 16),
+                int(address.get('function'), 16),
+                address.get('multifunction') == 'on'))
+        return layout
+
+    def assertPlanned(self, server, requested):
+        """Exactly ``requested`` free ports on top of the cold-plugged ones.
+
+        The cold-plugged devices are counted from the domain XML with
+        libvirt's placement rules (nova_support), not by the driver's own
+        counter, and the layout is checked against topology.plan for them.
+        """
+        domain = self.domain_xml[server['id']]
+        cold = nova_support.pcie_endpoints(domain, 'x86_64')
+        ports = self.root_ports(server)
+        self.assertEqual(requested + len(cold), len(ports))
+        occupants = nova_support.root_port_occupants(domain, 'x86_64')
+        free = [index for index, device in occupants.items()
+                if device is None]
+        self.assertEqual(requested, len(free))
+        expected = topology.plan(requested, len(cold), 'x86_64', 'q35')
+        self.assertEqual([port.index for port in expected.free], free)
+        self.assertEqual(
+            [(p.index, p.chassis, p.port, p.slot, p.function,
+              p.multifunction) for p in expected.ports],
+            self.port_layout(domain))
+        overrides = domain.findall('qemu:override/qemu:device', QEMU_NS)
+        self.assertEqual([f'pci.{i}' for i in range(1, len(ports) + 1)],
+                         [o.get('alias') for o in overrides])
+        self.assertEqual(1, len(domain.findall(
+            "devices/controller[@model='pcie-root']")))
+        return cold, occupants
 
 
 class TestGuestTopology(DriverTestBase):
@@ -72,65 +128,92 @@ class TestGuestTopology(DriverTestBase):
         self.start_compute('compute1')
 
     def test_sixteen_free_ports(self):
-        server = self._create_server(flavor_id=self.ports_flavor(16),
-                                     networks='none')
+        server = self._create_server(
+            flavor_id=self.ports_flavor(16),
+            networks=[{'port': self.neutron.port_1['id']}])
         self.assertEqual('ACTIVE', server['status'])
-        ports = self.root_ports(server)
-        domain = self.domain_xml[server['id']]
-        # Every PCIe endpoint nova configured has a port of its own first.
-        cold = [d for d in domain.find('devices')
-                if d.tag in ('disk', 'interface', 'memballoon', 'rng') and
-                (d.tag != 'disk' or
-                 d.find('target').get('bus') == 'virtio')]
-        self.assertGreaterEqual(len(ports), 16 + len(cold))
-        expected = topology.plan(16, len(ports) - 16, 'x86_64', 'q35')
+        cold, _ = self.assertPlanned(server, 16)
+        # What nova 34 cold-plugs into a default guest with one NIC: root
+        # disk, NIC, RNG (hw_rng:allowed defaults to True), the USB
+        # controller (qemu-xhci) and the balloon.
         self.assertEqual(
-            [(f'0x{p.slot:02x}', f'0x{p.function:x}') for p in
-             expected.ports],
-            [(c.find('address').get('slot'), c.find('address').get(
-                'function')) for c in ports])
-        overrides = domain.findall('qemu:override/qemu:device', QEMU_NS)
-        self.assertEqual([f'pci.{i}' for i in range(1, len(ports) + 1)],
-                         [o.get('alias') for o in overrides])
-        self.assertEqual(1, len(domain.findall(
-            "devices/controller[@model='pcie-root']")))
-
-    def test_without_spec_nova_layout_is_untouched(self):
-        self.flags(num_pcie_ports=5, group='libvirt')
-        server = self._create_server(flavor_id=self._create_flavor(),
-                                     networks='none')
-        self.assertEqual('ACTIVE', server['status'])
-        self.assertEqual(5, len(self.root_ports(server)))
-        for port in self.root_ports(server):
-            self.assertIsNone(port.find('address'))
-        self.assertEqual([], self.domain_xml[server['id']].findall(
-            'qemu:override', QEMU_NS))
+            ['controller', 'disk', 'interface', 'memballoon', 'rng'],
+            sorted(device.tag for device in cold))
 
     def test_spec_replaces_nova_num_pcie_ports(self):
         self.flags(num_pcie_ports=5, group='libvirt')
         server = self._create_server(flavor_id=self.ports_flavor(40),
                                      networks='none')
         self.assertEqual('ACTIVE', server['status'])
-        self.assertGreaterEqual(len(self.root_ports(server)), 40)
-        for port in self.root_ports(server):
-            self.assertIsNotNone(port.find('address'))
+        cold, _ = self.assertPlanned(server, 40)
+        self.assertNotIn('interface', [device.tag for device in cold])
+
+    def test_cold_plugged_ports_keep_hotplug_by_default(self):
+        server = self._create_server(flavor_id=self.ports_flavor(4),
+                                     networks='none')
+        self.assertEqual(['on'] * len(self.root_ports(server)),
+                         [port.find('target').get('hotplug')
+                          for port in self.root_ports(server)])
+
+    def test_hotplug_off_on_cold_plugged_ports(self):
+        self.flags(hotplug_on_cold_plugged_ports=False,
+                   group='pcie_sched_compute')
+        server = self._create_server(
+            flavor_id=self.ports_flavor(4),
+            networks=[{'port': self.neutron.port_1['id']}])
+        _, occupants = self.assertPlanned(server, 4)
+        hotplug = {int(port.get('index')): port.find('target').get('hotplug')
+                   for port in self.root_ports(server)}
+        # The ports libvirt fills with the root disk, NIC, ... cannot be
+        # ejected by the guest; the free ones still take hot-plugs.
+        self.assertEqual(
+            {index: 'on' if device is None else 'off'
+             for index, device in occupants.items()},
+            hotplug)
+        self.assertEqual(4, list(hotplug.values()).count('on'))
+
+    def test_more_ports_than_one_root_bus_holds_is_aborted(self):
+        # The override lets the host claim more than q35's root bus holds;
+        # the image property keeps the scheduler out of the way.
+        self.flags(max_ports_override=255, group='pcie_sched_compute')
+        server = self._create_server(
+            image_uuid=self.image_with_ports(
+                '0b1c5d3e-7f1a-4c2e-8d3b-6a5e4f3c2b1a', 250),
+            flavor_id=self._create_flavor(vcpu=4), networks='none',
+            expected_state='ERROR')
+        fault = server['fault']['message']
+        self.assertNotIn('Exhausted all hosts', fault)
+        cold = re.search(r'=250: 250 free \+ ([0-9]+) cold-plugged', fault)
+        self.assertIsNotNone(cold, fault)
+        error = self.assertRaises(topology.TopologyError, topology.plan, 250,
+                                  int(cold.group(1)), 'x86_64', 'q35')
+        self.assertEqual(f'Build of instance {server["id"]} aborted: image '
+                         f'property {spec.IMAGE_KEY}=250: {error}', fault)
 
     def test_image_property_the_scheduler_cannot_see(self):
         # nova drops unknown image properties before scheduling, so only
         # the driver can refuse; it does, with the reason in the fault.
-        image = dict(self.glance.image1,
-                     id='5e7a0d2e-0d7c-4b2e-9f6a-3d1a2b3c4d5e')
-        image['properties'] = dict(image['properties'],
-                                   **{spec.IMAGE_KEY: '250'})
-        self.glance.create(nova_context.get_admin_context(), image)
-        server = self._create_server(image_uuid=image['id'],
-                                     flavor_id=self._create_flavor(),
+        flavor = self._create_flavor()
+        # The same guest without the property: its cold-plugged devices,
+        # counted from its domain XML (the refused one never gets one).
+        sibling = self._create_server(flavor_id=flavor, networks='none')
+        cold = len(nova_support.pcie_endpoints(
+            self.domain_xml[sibling['id']], 'x86_64'))
+        image = self.image_with_ports('5e7a0d2e-0d7c-4b2e-9f6a-3d1a2b3c4d5e',
+                                      250)
+        server = self._create_server(image_uuid=image, flavor_id=flavor,
                                      networks='none', expected_state='ERROR')
-        # The fault nova keeps is the reschedule's; the driver's reason is
-        # in the compute log for each attempt.
-        self.assertIn('Exhausted all hosts', server['fault']['message'])
-        self.assertIn('cannot boot the PCIe ports the instance asks for: 250 '
-                      'free hotplug ports', self.stdlog.logger.output)
+        # The build is aborted, not rescheduled, so the driver's reason is
+        # the instance fault: key, value, the ports and this host's limit.
+        fault = server['fault']['message']
+        self.assertNotIn('Exhausted all hosts', fault)
+        driver = self.computes['compute1'].driver
+        limit = driver.pci_hotplug_ports_max('x86_64', 'q35', 'bios')
+        self.assertEqual(
+            f'Build of instance {server["id"]} aborted: image property '
+            f'{spec.IMAGE_KEY}=250 needs {250 + cold} root ports ({cold} '
+            f'cold-plugged), x86_64 q35 bios on this host boots at most '
+            f'{limit}: accepted 0 to {limit - cold}', fault)
 
 
 class TestGuestLimitInTheDriver(DriverTestBase):
