@@ -474,3 +474,31 @@ class TestConcurrentCacheWriters(testtools.TestCase):
         with open(target) as handle:
             self.assertIn(json.load(handle)['max_ports'], (15, 16))
         self.assertEqual(['find-max-same.json'], os.listdir(cache))
+
+
+class TestOneMorePort(testtools.TestCase):
+    """Extra devices and the disk's port, for asking QEMU not the plan."""
+
+    def test_extra_port_and_disk_behind_it(self):
+        workdir = self.useFixture(fixtures.TempDir()).path
+        fw = hostinfo.firmware('x86_64', 'bios')
+        plan = probe.probe_plan(240, 'x86_64', 'q35', root_bus_devices=0)
+        self.assertEqual((1, 0x1e), (plan.ports[0].slot, plan.ports[-1].slot))
+        extra = 'pcie-root-port,id=x,bus=pcie.0,chassis=241,addr=0x1f.1'
+        command = probe.qemu_command('x86_64', 'q35', fw, plan, '/d.img',
+                                     workdir, 'tcg', [extra], 'x')
+        devices = [command[index + 1] for index, arg in enumerate(command)
+                   if arg == '-device']
+        self.assertEqual(242, len(devices))
+        self.assertEqual(extra, devices[-2])
+        self.assertEqual('virtio-blk-pci,drive=bootdisk,bus=x', devices[-1])
+
+    def test_find_max_refuses_a_layout_its_cache_does_not_key(self):
+        for option, value in (('root_bus_devices', 0),
+                              ('extra_devices', ['pcie-root-port']),
+                              ('disk_bus', 'x')):
+            error = self.assertRaises(probe.ProbeError, probe.find_max,
+                                      'x86_64', 'q35', 'bios',
+                                      **{option: value})
+            self.assertIn(f'{option}={value!r}: not accepted by find_max',
+                          str(error))
