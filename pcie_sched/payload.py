@@ -1,8 +1,9 @@
 """The probe's boot disk: the smallest thing that proves the firmware got it.
 
-The disk sits behind the first root port, so the firmware must enumerate
-the ports, give that port a bus number and windows, and find the disk
-before the payload prints :data:`MARKER` on the first serial port.
+The probe puts the disk behind the last root port, so the firmware must
+enumerate every port, give the last one a bus number and windows, and
+find the disk before the payload prints :data:`MARKER` on the first
+serial port.
 
 * x86_64 UEFI: a standalone GRUB EFI image (``grub-mkstandalone`` from
   Debian's ``grub-efi-amd64-bin``) as ``EFI/BOOT/BOOTX64.EFI`` on a FAT
@@ -12,7 +13,7 @@ before the payload prints :data:`MARKER` on the first serial port.
 * aarch64 UEFI: Debian builds no arm64 GRUB for amd64 hosts, but its
   AAVMF has the UEFI shell built in, and the shell runs ``startup.nsh``
   from the first file system it maps. A FAT ESP with that script proves
-  the same thing: the file system behind port 1 was found.
+  the same thing: the file system behind the last port was found.
 
 Images are built once per content and cached; building needs no root.
 """
