@@ -1,0 +1,176 @@
+"""A measured maximum reaches the scheduler through nova-compute.
+
+The real ``pcie-sched probe --find-max`` (one real SeaBIOS boot of q35:
+the model's 232 ports boot and 233 do not fit the root bus) reads
+``[pcie_sched_probe] cache_dir`` from the same nova.conf that configures
+the compute service, stores its result there, and the driver's
+``get_available_resource`` reports it as ``pci_hotplug_ports_max``, seen
+in the scheduler's ``HostState.stats``.
+"""
+
+import json
+import os
+import pwd
+import stat
+import subprocess
+import sys
+import traceback
+
+import fixtures
+from nova import context as nova_context
+from oslo_config import cfg
+
+from pcie_sched import conf as pcie_conf
+from pcie_sched import hostinfo
+from pcie_sched import probe
+from pcie_sched import spec
+from tests.functional import test_libvirt_driver
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+#: What the probe's user and nova-compute's user are when they differ.
+OTHER_USER = 'nobody'
+
+
+def run_cli(config_file):
+    """``pcie-sched probe --find-max`` for SeaBIOS q35, as JSON."""
+    command = [sys.executable, '-m', 'pcie_sched.cmd.main', 'probe',
+               '--find-max', '--firmware', 'bios', '--config-file',
+               config_file, '--format', 'json']
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run(command, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def cached_max_as(user):
+    """What ``probe.load_cached_max`` finds when ``user`` runs it.
+
+    A forked child rather than a new interpreter: the test's Python and
+    its virtualenv may sit where another user cannot read them.
+    """
+    account = pwd.getpwnam(user)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+            # Fingerprint afresh, reading QEMU and the firmware as user.
+            hostinfo._BY_FILE.clear()
+            found = probe.load_cached_max('x86_64', 'q35', 'bios')
+            why = ''
+            if found is None:
+                # Say why, for the failure message.
+                try:
+                    key = probe.fingerprint('x86_64', 'q35', 'bios')
+                    with open(os.path.join(probe.default_cache_dir(),
+                                           f'find-max-{key}.json')):
+                        pass
+                except Exception:
+                    why = traceback.format_exc()
+            os.write(write_end, json.dumps(
+                {'uid': os.geteuid(), 'max_ports': found,
+                 'why': why}).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as answer:
+        text = answer.read()
+    _, status = os.waitpid(child, 0)
+    if status != 0:
+        raise AssertionError(f'reading the cache as {user} failed '
+                             f'(wait status {status})')
+    return json.loads(text)
+
+
+class TestMeasuredCapacityReachesCompute(
+        test_libvirt_driver.DriverTestBase):
+
+    def setUp(self):
+        super().setUp()
+        workdir = self.useFixture(fixtures.TempDir()).path
+        # Another user must be able to reach the cache inside it; nova's
+        # test case nests temp dirs inside private (0700) mkdtemp ones.
+        os.chmod(workdir, 0o755)
+        parent = os.path.dirname(workdir)
+        while (os.path.basename(parent).startswith('tmp') and
+               not os.stat(parent).st_mode & stat.S_IXOTH):
+            os.chmod(parent, 0o711)
+            parent = os.path.dirname(parent)
+        self.cache_dir = os.path.join(workdir, 'cache')
+        self.nova_conf = os.path.join(workdir, 'nova-cpu.conf')
+        with open(self.nova_conf, 'w') as handle:
+            handle.write(
+                '[DEFAULT]\n'
+                f'compute_driver = {test_libvirt_driver.DRIVER}\n'
+                '[libvirt]\n'
+                'hw_machine_type = x86_64=q35\n'
+                '[pcie_sched_compute]\n'
+                'firmware = bios\n'
+                '[pcie_sched_probe]\n'
+                f'cache_dir = {self.cache_dir}\n')
+        os.chmod(self.nova_conf, 0o644)
+
+    def use_compute_config(self):
+        """Give the compute service what its nova.conf says."""
+        loaded = cfg.ConfigOpts()
+        pcie_conf.register_opts(loaded)
+        loaded(['--config-file', self.nova_conf], project='nova',
+               default_config_files=[], default_config_dirs=[])
+        self.flags(cache_dir=loaded.pcie_sched_probe.cache_dir,
+                   group='pcie_sched_probe')
+        self.flags(firmware=loaded.pcie_sched_compute.firmware,
+                   group='pcie_sched_compute')
+
+    def published(self):
+        context = nova_context.get_admin_context()
+        manager = self.scheduler.manager.host_manager
+        return {state.host: state.stats.get(spec.HOST_CAPACITY_KEY)
+                for state in manager.get_host_states_by_uuids(
+                    context, list(self.compute_rp_uuids.values()), None)}
+
+    def test_probe_result_is_what_the_compute_node_reports(self):
+        result = run_cli(self.nova_conf)
+        self.assertEqual(0, result.returncode, result.stderr)
+        measured = json.loads(result.stdout)
+        self.assertFalse(measured['cached'])
+        self.assertEqual(self.cache_dir, measured['cache_dir'])
+        self.assertGreaterEqual(measured['boots'], 1)
+        stored = os.path.join(self.cache_dir,
+                              f"find-max-{measured['fingerprint']}.json")
+        self.assertEqual(0o755,
+                         stat.S_IMODE(os.stat(self.cache_dir).st_mode))
+        self.assertEqual(0o644, stat.S_IMODE(os.stat(stored).st_mode))
+
+        self.use_compute_config()
+        self.start_compute('probed')
+        self.assertEqual({'probed': str(measured['max_ports'])},
+                         self.published())
+
+        # The model agrees with the boot on this host, so a driver that
+        # ignored the cache would report the same number. Rewrite the
+        # stored maximum (as a host with a more limited firmware would
+        # have measured) and a compute node started now must report it.
+        with open(stored) as handle:
+            document = json.load(handle)
+        self.assertEqual(measured['max_ports'], document['max_ports'])
+        document['max_ports'] = measured['max_ports'] - 100
+        with open(stored, 'w') as handle:
+            json.dump(document, handle)
+        self.start_compute('limited')
+        self.assertEqual(str(measured['max_ports'] - 100),
+                         self.published()['limited'])
+        self.assertEqual(measured['max_ports'] - 100,
+                         probe.load_cached_max('x86_64', 'q35', 'bios'))
+
+        if os.geteuid() == 0:
+            # Probed as root, read as someone else: nova-compute's case.
+            # (Not root: the modes asserted above are what guarantees it.)
+            seen = cached_max_as(OTHER_USER)
+            self.assertNotEqual(0, seen['uid'])
+            self.assertEqual(measured['max_ports'] - 100, seen['max_ports'],
+                             seen['why'])
