@@ -38,6 +38,9 @@ function configure_pcie_sched_compute {
     local conf=$1
     iniset "$conf" DEFAULT compute_driver "$PCIE_SCHED_COMPUTE_DRIVER"
     iniset "$conf" libvirt hw_machine_type "$PCIE_SCHED_MACHINE_TYPE"
+    # The driver reports the probe's result only if it reads the directory
+    # the probe wrote: both take it from this file.
+    iniset "$conf" pcie_sched_probe cache_dir "$PCIE_SCHED_CACHE_DIR"
 }
 
 function configure_pcie_sched {
@@ -46,12 +49,15 @@ function configure_pcie_sched {
 }
 
 function measure_and_publish_pcie_sched {
+    # nova-compute runs as this user and reads its own config: the probe and
+    # publish run as the same user with the same config, so no sudo.
+    local conf=${NOVA_CPU_CONF:-$NOVA_CONF}
     if [[ "$PCIE_SCHED_PROBE" == "True" ]]; then
-        pcie-sched --help >/dev/null
-        sudo pcie-sched probe --find-max
+        pcie-sched probe --find-max --config-file "$conf"
     fi
     if [[ "$PCIE_SCHED_PUBLISH" == "True" ]]; then
-        pcie-sched publish --cloud devstack-admin --host "$(hostname)"
+        pcie-sched publish --config-file "$conf" --cloud devstack-admin \
+            --host "$(hostname)"
     fi
 }
 

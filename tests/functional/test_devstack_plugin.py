@@ -2,8 +2,12 @@
 
 The resulting nova.conf is then read with nova's own option definitions
 and handed to nova's HostManager, which must load and enable the filter.
+The compute config is loaded the way nova-compute loads it, and the
+recorded probe command the way the CLI does: both must use one cache
+directory, or the driver never sees what the probe measured.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +33,7 @@ class TestDevstackPlugin(test.TestCase):
         self.cpu_conf = os.path.join(self.workdir, 'nova-cpu.conf')
         self.tempest_conf = os.path.join(self.workdir, 'tempest.conf')
         self.record = os.path.join(self.workdir, 'record')
+        self.data_dir = os.path.join(self.workdir, 'data')
         with open(self.nova_conf, 'w') as handle:
             handle.write('[DEFAULT]\ndebug = True\n'
                          '[filter_scheduler]\n'
@@ -48,6 +53,7 @@ class TestDevstackPlugin(test.TestCase):
                    PCIE_SCHED_DIR=ROOT, NOVA_CONF=self.nova_conf,
                    NOVA_CPU_CONF=self.cpu_conf,
                    TEMPEST_CONFIG=self.tempest_conf, RECORD=self.record,
+                   DATA_DIR=self.data_dir,
                    ENABLED_SERVICES='n-api,n-sch,n-cpu,tempest')
         result = subprocess.run(['bash', '-e', script], env=env,
                                 capture_output=True, text=True, timeout=120)
@@ -57,6 +63,15 @@ class TestDevstackPlugin(test.TestCase):
     def recorded(self):
         with open(self.record) as handle:
             return handle.read()
+
+    def harness(self, *argv):
+        """A harness view, in a process of its own (it loads configs)."""
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        result = subprocess.run(
+            [sys.executable, devstack_harness.__file__, *argv], env=env,
+            capture_output=True, text=True, timeout=120)
+        self.assertEqual(0, result.returncode, result.stderr)
+        return json.loads(result.stdout)
 
     def test_all_phases_then_nova_loads_the_filter(self):
         self.run_phase('stack', 'install')
@@ -68,6 +83,8 @@ class TestDevstackPlugin(test.TestCase):
         self.run_phase('stack', 'extra')
         self.assertIn('probe --find-max', self.recorded())
         self.assertIn('publish', self.recorded())
+        # nova-compute runs as the stack user: so must the probe.
+        self.assertNotIn('sudo', self.recorded())
         self.run_phase('stack', 'test-config')
 
         conf = cfg.ConfigOpts()
@@ -89,15 +106,24 @@ class TestDevstackPlugin(test.TestCase):
                  host_manager.HostManager().enabled_filters]
         self.assertIn('PciHotplugPortsFilter', names)
 
-        cpu = devstack_harness
+        # nova-compute's view of its config, with nova's option types.
+        compute = self.harness('compute-view', self.cpu_conf)
         self.assertEqual('pcie_sched_ext.driver.PcieSchedLibvirtDriver',
-                         cpu.iniget(self.cpu_conf, 'DEFAULT',
-                                    'compute_driver'))
-        self.assertEqual('x86_64=q35,aarch64=virt',
-                         cpu.iniget(self.cpu_conf, 'libvirt',
-                                    'hw_machine_type'))
-        self.assertEqual('8', cpu.iniget(self.tempest_conf, 'pcie_sched',
-                                         'hotplug_ports'))
+                         compute['compute_driver'])
+        self.assertEqual(['x86_64=q35', 'aarch64=virt'],
+                         compute['hw_machine_type'])
+        cache_dir = os.path.join(self.data_dir, 'pcie-sched')
+        self.assertEqual(cache_dir, compute['cache_dir'])
+        # Each recorded pcie-sched command, parsed by the CLI itself.
+        commands = devstack_harness.recorded_commands(self.record + '.argv')
+        self.assertEqual(['probe', 'publish'],
+                         [command[0] for command in commands])
+        for command in commands:
+            view = self.harness('probe-view', *command)
+            self.assertEqual(compute['cache_dir'], view['cache_dir'],
+                             command)
+        self.assertEqual('8', devstack_harness.iniget(
+            self.tempest_conf, 'pcie_sched', 'hotplug_ports'))
 
     def test_shellcheck_clean(self):
         shellcheck = shutil.which('shellcheck')
