@@ -4,12 +4,16 @@ Real nova API, conductor, scheduler (with PciHotplugPortsFilter) and
 compute services over fakelibvirt, with the real Placement fixture.
 """
 
+import os
 import re
 
 import fixtures
 from lxml import etree
+from nova import conf as nova_conf
 from nova import context as nova_context
 from nova.tests.functional.libvirt import base
+from nova.virt.libvirt import driver as libvirt_driver
+import testscenarios
 
 from pcie_sched import placement
 from pcie_sched import spec
@@ -20,6 +24,10 @@ from tests.functional import nova_support
 FILTER_PATH = 'pcie_sched.filters.pci_hotplug_ports.PciHotplugPortsFilter'
 DRIVER = 'pcie_sched_ext.driver.PcieSchedLibvirtDriver'
 QEMU_NS = {'qemu': topology.QEMU_XML_NS}
+NOVA_NS = 'http://openstack.org/xmlns/libvirt/nova/1.1'
+
+load_tests = testscenarios.load_tests_apply_scenarios
+CONF = nova_conf.CONF
 
 
 class DriverTestBase(base.ServersTestBase):
@@ -214,6 +222,116 @@ class TestGuestTopology(DriverTestBase):
             f'{spec.IMAGE_KEY}=250 needs {250 + cold} root ports ({cold} '
             f'cold-plugged), x86_64 q35 bios on this host boots at most '
             f'{limit}: accepted 0 to {limit - cold}', fault)
+
+
+class TestNovaLayoutWithoutSpec(DriverTestBase):
+    """Without the spec the guest is exactly the guest nova builds."""
+
+    scenarios = [(f'num_pcie_ports={count}', {'num_pcie_ports': count})
+                 for count in (0, 5, 28)]
+
+    def setUp(self):
+        super().setUp()
+        self.flags(num_pcie_ports=self.num_pcie_ports, group='libvirt')
+        self.nova_xml = {}
+        original = pcie_driver.PcieSchedLibvirtDriver._get_guest_config
+
+        def alongside_nova(driver, instance, *args, **kwargs):
+            # nova's own LibvirtDriver, on the same instance and host. It
+            # records the machine type in system_metadata, which the next
+            # build shows in the XML: give both the same instance to read.
+            before = dict(instance.system_metadata)
+            config = libvirt_driver.LibvirtDriver._get_guest_config(
+                driver, instance, *args, **kwargs)
+            self.nova_xml[instance.uuid] = etree.fromstring(config.to_xml())
+            instance.system_metadata.clear()
+            instance.system_metadata.update(before)
+            return original(driver, instance, *args, **kwargs)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'pcie_sched.virt.driver.PcieSchedLibvirtDriver._get_guest_config',
+            alongside_nova))
+        self.start_compute('compute1')
+
+    @staticmethod
+    def comparable(domain):
+        # The only part that depends on the second the XML was built.
+        for stamp in domain.iter(f'{{{NOVA_NS}}}creationTime'):
+            stamp.getparent().remove(stamp)
+        return etree.tostring(domain, pretty_print=True).decode()
+
+    def test_same_domain_xml_as_nova(self):
+        server = self._create_server(
+            flavor_id=self._create_flavor(),
+            networks=[{'port': self.neutron.port_1['id']}])
+        self.assertEqual('ACTIVE', server['status'])
+        domain = self.domain_xml[server['id']]
+        self.assertEqual(self.comparable(self.nova_xml[server['id']]),
+                         self.comparable(domain))
+        # And nova's layout is what [libvirt] num_pcie_ports promises: that
+        # many ports, no address of ours, libvirt places them; none at all
+        # (not even pcie-root) when it is 0.
+        ports = self.root_ports(server)
+        self.assertEqual(self.num_pcie_ports, len(ports))
+        self.assertEqual([None] * len(ports),
+                         [port.find('address') for port in ports])
+        self.assertEqual(1 if self.num_pcie_ports else 0, len(domain.findall(
+            "devices/controller[@model='pcie-root']")))
+        self.assertEqual([], domain.findall('qemu:override', QEMU_NS))
+
+
+class TestAddressStability(DriverTestBase):
+    """Guest device names depend on the port addresses: they must hold."""
+
+    def setUp(self):
+        super().setUp()
+        self.flags(allow_resize_to_same_host=True)
+        self.start_compute('compute1')
+        # No NIC: the framework's fake Neutron gives a hard-rebooted guest
+        # no network info, so its NIC vanishes from nova's own domain XML
+        # too, and with it the port the NIC took.
+        self.server = self._create_server(flavor_id=self.ports_flavor(16),
+                                          networks='none')
+        self.first = self.domain_xml[self.server['id']]
+        self.assertPlanned(self.server, 16)
+
+    def assertSameLayout(self, action):
+        history = self.domain_history[self.server['id']]
+        self.assertGreater(len(history), 1,
+                           f'{action} built no new domain XML')
+        self.assertIsNot(self.first, history[-1])
+        for domain in history[1:]:
+            self.assertEqual(self.port_layout(self.first),
+                             self.port_layout(domain))
+            self.assertEqual(
+                [etree.tostring(c) for c in self.first.findall(
+                    "devices/controller[@type='pci']")],
+                [etree.tostring(c) for c in domain.findall(
+                    "devices/controller[@type='pci']")])
+
+    def test_hard_reboot(self):
+        self._reboot_server(self.server, hard=True)
+        self.assertSameLayout('hard reboot')
+
+    def test_rebuild(self):
+        self._rebuild_server(self.server, self.glance.image1['id'])
+        self.assertSameLayout('rebuild')
+
+    def test_resize_to_a_flavor_with_the_same_count(self):
+        # nova's image backend fixture creates no disk file; the resize
+        # copies one, so give it an (empty) one to copy.
+        disk = os.path.join(CONF.instances_path, self.server['id'], 'disk')
+        os.makedirs(os.path.dirname(disk), exist_ok=True)
+        with open(disk, 'wb'):
+            pass
+        bigger = self._create_flavor(
+            memory_mb=4096, extra_spec={spec.FLAVOR_KEY: '16'}, ephemeral=0)
+        server = self._resize_server(self.server, bigger)
+        self._confirm_resize(server)
+        self.assertSameLayout('resize')
+        # The last domain built is the resized guest's.
+        self.assertEqual(str(4096 * 1024), self.domain_xml[
+            self.server['id']].find('memory').text)
 
 
 class TestGuestLimitInTheDriver(DriverTestBase):
