@@ -78,12 +78,12 @@ def cache_dir(args) -> str:
             _writable(configured)):
         return configured
     fallback = os.path.join(os.path.expanduser('~'), '.cache', 'pcie-sched')
-    output.error(f'warning: [pcie_sched_probe] cache_dir={configured!r} '
-                 f'(the default) is not writable by uid {os.geteuid()}; '
-                 f'caching in {fallback!r} instead, which nova-compute does '
-                 f'not read. To give nova-compute the result, run as root '
-                 f'or as the nova-compute user with --config-file naming '
-                 f'its nova.conf')
+    print(f'pcie-sched: warning: [pcie_sched_probe] cache_dir='
+          f'{configured!r} (the default) is not writable by uid '
+          f'{os.geteuid()}; caching in {fallback!r} instead, which '
+          f'nova-compute does not read. To give nova-compute the result, '
+          f'run as root or as the nova-compute user with --config-file '
+          f'naming its nova.conf', file=sys.stderr)
     return fallback
 
 
