@@ -65,3 +65,8 @@ class TestAarch64ManyPorts(testtools.TestCase):
                             gic_version=self.gic)
         self.assertTrue(result.userspace, result)
         self.assertGreaterEqual(result.pci_devices, ports)
+        # Every port asks for an MSI: GICv2m has a fixed number for the
+        # machine, the GICv3 ITS one for each.
+        msis = ports if self.gic == 3 else min(
+            ports, capacity.VIRT_GICV2M_MSIS)
+        self.assertEqual(msis, result.irqs_at_boot['msi'], result)
