@@ -4,7 +4,9 @@ The model has no guest interrupt limit on aarch64: virt delivers MSIs
 through the GIC (GICv2m's SPIs with QEMU's default gic-version=2 under
 TCG, ITS LPIs with gic-version=3), not through a per-CPU vector table.
 These boots check that: with 1 vCPU and the model's maximum number of
-ports, userspace comes up. Only in the full matrix
+ports, userspace comes up, and a virtio-rng hot-plugged into every port
+binds its driver, with MSI-X vectors of its own only where the GIC has
+MSIs left. Only in the full matrix
 (PCIE_SCHED_FULL_MATRIX=1): an aarch64 guest under TCG takes minutes.
 
 Debian's linux-image-arm64 and busybox-static:arm64 are fetched with
@@ -70,3 +72,24 @@ class TestAarch64ManyPorts(testtools.TestCase):
         msis = ports if self.gic == 3 else min(
             ports, capacity.VIRT_GICV2M_MSIS)
         self.assertEqual(msis, result.irqs_at_boot['msi'], result)
+
+    def test_every_port_takes_a_device_with_its_driver(self):
+        ports = virt_max()
+        result = guest.boot(ports, 1, test_guest_limits.CACHE,
+                            timeout=1500, arch='aarch64',
+                            gic_version=self.gic, hotplug=True,
+                            drivers=True)
+        self.assertTrue(result.userspace, result)
+        self.assertEqual(ports, len(result.devices), result)
+        self.assertEqual({('BARS-OK', 'virtio-pci')},
+                         {(device.bars, device.driver)
+                          for device in result.devices.values()},
+                         result.devices)
+        # GICv2m's MSIs went to the ports at boot; the devices share
+        # INTx. The ITS gives each device its own.
+        if self.gic == 3:
+            expected = ports
+        else:
+            left = max(capacity.VIRT_GICV2M_MSIS - ports, 0)
+            expected = min(left // capacity.VECTORS_PER_DEVICE, ports)
+        self.assertEqual(expected, result.with_vectors, result.devices)
