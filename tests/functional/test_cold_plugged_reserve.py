@@ -11,6 +11,7 @@ the edge of one host's capacity, through the real scheduler and driver.
 
 import testscenarios
 
+from pcie_sched import spec
 from tests.functional import nova_support
 from tests.functional import test_libvirt_driver
 
@@ -39,9 +40,7 @@ class TestReserveMatchesTheDriver(test_libvirt_driver.DriverTestBase):
 
     def boot(self, ports, **kwargs):
         flavor = self._create_flavor(
-            extra_spec=dict(self.extra,
-                            **{test_libvirt_driver.spec.FLAVOR_KEY:
-                               str(ports)}),
+            extra_spec=dict(self.extra, **{spec.FLAVOR_KEY: str(ports)}),
             **self.flavor_args)
         # nova creates a port on network_1 for each server.
         networks = ([{'uuid': self.neutron.network_1['id']}] if self.nic
