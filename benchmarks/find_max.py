@@ -8,7 +8,7 @@ seconds.
 
 Bisection over 232-248 ports costs eight or nine boots, some of them
 large, and a failing count on AAVMF costs the shell's grace period, so
-each search has a time budget (``--budget``, default 900 s): the search
+each search has a time budget (``--budget``, default 300 s): the search
 is stopped before its next boot once the budget is spent and the row
 says ``capped`` with the boots and seconds spent so far.
 
@@ -138,7 +138,7 @@ def main(argv=None):
                         choices=list(TARGETS))
     parser.add_argument('--strategies', nargs='+', default=list(STRATEGIES),
                         choices=list(STRATEGIES))
-    parser.add_argument('--budget', type=float, default=900.0,
+    parser.add_argument('--budget', type=float, default=300.0,
                         help='seconds per search before it is capped')
     parser.add_argument('--out', default=RESULTS)
     parser.add_argument('--no-plot', action='store_true')
