@@ -179,8 +179,11 @@ def _apt_options(cache_dir, arch):
 def _download(cache_dir, arch, meta, pattern):
     """Unpack the package ``meta`` depends on (matching ``pattern``)."""
     if shutil.which('apt-get') is None:
-        raise GuestError(f'apt-get not found: the {arch} guest kernel comes '
-                         f"from Debian's {meta}")
+        raise GuestError(
+            f"apt-get not found: the {arch} guest kernel is Debian's {meta}, "
+            f'fetched with apt-get download (install apt, with access to '
+            f'the Debian archive) or unpacked by hand under '
+            f'{_arch_dir(cache_dir, arch)}/kernel')
     options = _apt_options(cache_dir, arch)
     depends = _run(['apt-cache', *options, 'depends', meta])
     match = re.search(r'Depends: (' + pattern + r')\b', depends)
