@@ -274,12 +274,12 @@ def guest_vector_limit(vcpus: ty.Any, guest_devices: int
 
 def cold_plugged_reserve(base_ports: int, networks: int,
                          ephemeral_gb: int, swap_mb: int,
-                         pci_devices: int = 0) -> int:
+                         pci_devices: int = 0, rng: bool = False) -> int:
     """Root ports a guest's cold-plugged devices take before hotplug.
 
     One per network interface, one for an ephemeral disk, one for a swap
-    disk and one per passed-through PCI device, on top of the devices
-    every guest has (``base_ports``).
+    disk, one per passed-through PCI device and one for a virtio RNG, on
+    top of the devices every guest has (``base_ports``).
     """
     return (base_ports + max(networks, 0) + (1 if ephemeral_gb else 0) +
-            (1 if swap_mb else 0) + max(pci_devices, 0))
+            (1 if swap_mb else 0) + max(pci_devices, 0) + (1 if rng else 0))

@@ -40,9 +40,10 @@ ALL_OPTS = [
              'libvirt driver on q35 or virt these are the root disk '
              '(virtio-blk), the memory balloon and the USB controller. '
              'The filter adds one port per requested network, one for an '
-             'ephemeral disk, one for swap and one per PCI device the '
-             'flavor passes through ([pci] alias), then the requested '
-             'free hotplug ports.'),
+             'ephemeral disk, one for swap, one per PCI device the '
+             'flavor passes through ([pci] alias) and one for the virtio '
+             'RNG nova adds unless the flavor sets hw_rng:allowed=False, '
+             'then the requested free hotplug ports.'),
     cfg.BoolOpt(
         'enforce_guest_vector_limit',
         default=True,

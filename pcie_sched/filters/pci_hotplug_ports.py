@@ -16,6 +16,7 @@ untouched.
 """
 
 from oslo_log import log as logging
+from oslo_utils import strutils
 
 from nova.scheduler import filters
 from nova.scheduler import utils as scheduler_utils
@@ -27,14 +28,20 @@ from pcie_sched import spec
 LOG = logging.getLogger(__name__)
 CONF = pcie_conf.CONF
 
+#: nova's libvirt driver gives every qemu/kvm guest a virtio RNG unless
+#: the flavor sets this to false (nova/virt/libvirt/driver.py,
+#: _add_rng_device); it is a PCIe endpoint behind a root port.
+RNG_ALLOWED_KEY = 'hw_rng:allowed'
+
 
 class PciHotplugPortsFilter(filters.BaseHostFilter):
     """Pass hosts whose QEMU, firmware and machine boot the ports asked for.
 
     A guest needs its requested free hotplug ports plus one port per
     cold-plugged PCIe device (nova's always-present devices, networks,
-    ephemeral and swap disks, PCI devices passed through by flavor
-    aliases); a host passes when that total fits its capacity (see
+    ephemeral and swap disks, the virtio RNG nova adds unless the flavor
+    forbids it, PCI devices passed through by flavor aliases); a host
+    passes when that total fits its capacity (see
     :mod:`pcie_sched.host_capacity` for where capacity comes from). An
     invalid request passes no host and never raises.
     """
@@ -137,7 +144,8 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
             _network_count(spec_obj),
             getattr(flavor, 'ephemeral_gb', 0) or 0,
             getattr(flavor, 'swap', 0) or 0,
-            _pci_device_count(spec_obj))
+            _pci_device_count(spec_obj),
+            _has_rng(flavor))
 
     def _capacity(self, host_state, aggregate_memo):
         """(max_ports, source) for one host: the per-host hot path.
@@ -191,6 +199,13 @@ def _network_count(spec_obj) -> int:
         return 0
     # An empty list comes from requests that let nova pick the networks.
     return max(len(networks), 1)
+
+
+def _has_rng(flavor) -> bool:
+    """Whether nova will give the guest a virtio RNG, as nova decides it."""
+    extra_specs = getattr(flavor, 'extra_specs', None) or {}
+    return strutils.bool_from_string(
+        extra_specs.get(RNG_ALLOWED_KEY, 'True'))
 
 
 def _pci_device_count(spec_obj) -> int:

@@ -20,8 +20,9 @@ from tests.functional import scheduler_support as support
 load_tests = testscenarios.load_tests_apply_scenarios
 
 FILTER_PATH = 'pcie_sched.filters.pci_hotplug_ports.PciHotplugPortsFilter'
-#: cold_plugged_base_ports default (3) + one network interface.
-RESERVE = 4
+#: cold_plugged_base_ports default (3) + one network interface + the
+#: virtio RNG nova 34 adds to every guest whose flavor allows it.
+RESERVE = 5
 
 
 def ports(requested):
@@ -54,7 +55,7 @@ class TestCapacitySources(FilterTestCase):
     scenarios = [
         # Each host's published stat decides; exactly-fitting passes.
         ('stats', {
-            'hosts': dict(small=dict(max_ports=16), exact=dict(max_ports=20),
+            'hosts': dict(small=dict(max_ports=16), exact=dict(max_ports=21),
                           big=dict(max_ports=200)),
             'requested': 16, 'expected': ['exact', 'big']}),
         # Stats beat aggregate metadata.
@@ -73,19 +74,34 @@ class TestCapacitySources(FilterTestCase):
             'hosts': dict(a=dict(max_ports='lots', aggregate_max=[30])),
             'requested': 16, 'expected': ['a']}),
         ('reserve_counts_networks', {
-            'hosts': dict(a=dict(max_ports=20)),
+            'hosts': dict(a=dict(max_ports=21)),
             'requested': 16, 'networks': 2, 'expected': []}),
         ('reserve_counts_disks', {
-            'hosts': dict(a=dict(max_ports=21)),
+            'hosts': dict(a=dict(max_ports=22)),
             'requested': 16, 'ephemeral_gb': 5, 'swap': 512,
             'expected': []}),
         ('no_networks', {
-            'hosts': dict(a=dict(max_ports=19)),
+            'hosts': dict(a=dict(max_ports=20)),
             'requested': 16, 'networks': 'none', 'expected': ['a']}),
         ('networks_unknown', {
-            'hosts': dict(a=dict(max_ports=20)),
+            'hosts': dict(a=dict(max_ports=21)),
             'requested': 16, 'networks': None, 'expected': ['a']}),
+        # nova adds no RNG when the flavor says so (its own parsing:
+        # anything but a true word is false).
+        ('rng_not_allowed', {
+            'hosts': dict(a=dict(max_ports=20)),
+            'requested': 16, 'extra': {'hw_rng:allowed': 'False'},
+            'expected': ['a']}),
+        ('rng_garbage_is_false', {
+            'hosts': dict(a=dict(max_ports=20)),
+            'requested': 16, 'extra': {'hw_rng:allowed': 'maybe'},
+            'expected': ['a']}),
+        ('rng_allowed', {
+            'hosts': dict(a=dict(max_ports=20)),
+            'requested': 16, 'extra': {'hw_rng:allowed': 'yes'},
+            'expected': []}),
     ]
+    extra = {}
     networks = 1
     ephemeral_gb = 0
     swap = 0
@@ -94,7 +110,7 @@ class TestCapacitySources(FilterTestCase):
         hosts = [support.make_host(name, **kwargs)
                  for name, kwargs in sorted(self.hosts.items())]
         request = support.make_request(
-            ports(self.requested), networks=self.networks,
+            dict(ports(self.requested), **self.extra), networks=self.networks,
             ephemeral_gb=self.ephemeral_gb, swap=self.swap)
         self.assertEqual(sorted(self.expected),
                          sorted(self.run_filter(hosts, request)))
@@ -125,7 +141,7 @@ class TestFilterBehaviour(FilterTestCase):
             hosts, support.make_request(ports(16))))
         output = self.filter_log.output
         self.assertIn('tiny', output)
-        self.assertIn('needs 20 root ports (16 free + 4 cold-plugged)',
+        self.assertIn('needs 21 root ports (16 free + 5 cold-plugged)',
                       output)
         self.assertIn('can boot 8 (from stats)', output)
         self.assertIn('largest known capacity: 8 (from stats)', output)
@@ -185,17 +201,17 @@ class TestPciPassthroughReserve(FilterTestCase):
         request = self.request_with_aliases(16, 'qat:2')
         self.assertEqual(2, sum(r.count for r in
                                 request.pci_requests.requests))
-        hosts = [support.make_host('short', max_ports=21),
-                 support.make_host('exact', max_ports=22)]
+        hosts = [support.make_host('short', max_ports=22),
+                 support.make_host('exact', max_ports=23)]
         self.assertEqual(['exact'], self.run_filter(hosts, request))
-        self.assertIn('needs 22 root ports (16 free + 6 cold-plugged)',
+        self.assertIn('needs 23 root ports (16 free + 7 cold-plugged)',
                       self.filter_log.output)
 
     def test_several_requests_are_summed(self):
         request = support.make_request(
             ports(16), pci_requests=support.make_pci_requests((2, 3)))
-        hosts = [support.make_host('short', max_ports=24),
-                 support.make_host('exact', max_ports=25)]
+        hosts = [support.make_host('short', max_ports=25),
+                 support.make_host('exact', max_ports=26)]
         self.assertEqual(['exact'], self.run_filter(hosts, request))
 
     def test_sriov_port_requests_are_counted_as_networks_only(self):
@@ -203,12 +219,12 @@ class TestPciPassthroughReserve(FilterTestCase):
         request = support.make_request(
             ports(16), networks=2,
             pci_requests=support.make_pci_requests(neutron_ports=2))
-        hosts = [support.make_host('short', max_ports=20),
-                 support.make_host('exact', max_ports=21)]
+        hosts = [support.make_host('short', max_ports=21),
+                 support.make_host('exact', max_ports=22)]
         self.assertEqual(['exact'], self.run_filter(hosts, request))
 
     def test_empty_or_absent_pci_requests(self):
-        hosts = [support.make_host('exact', max_ports=20)]
+        hosts = [support.make_host('exact', max_ports=21)]
         for pci_requests in (None, objects.InstancePCIRequests(
                 instance_uuid=support.uuids.instance, requests=[])):
             request = support.make_request(ports(16))

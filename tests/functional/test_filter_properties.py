@@ -27,6 +27,9 @@ from tests.functional import scheduler_support as support
 from tests.unit import test_spec_properties
 
 RESERVE_BASE = 3
+#: nova's own reading of hw_rng:allowed (oslo.utils' true words; any
+#: other value is false), default true: a virtio RNG on every guest.
+RNG_TRUE_WORDS = ('1', 't', 'true', 'on', 'y', 'yes')
 MACHINES = {'x86_64': 'q35', 'aarch64': 'virt'}
 
 #: What a stat or metadata value can be once it reaches the filter.
@@ -95,6 +98,12 @@ def reference_model(hypervisor_type, hypervisor_version, arch):
                 hypervisor_version))).max_ports
     except ValueError:
         return None
+
+
+def reference_rng(value):
+    if value is None:
+        return 1
+    return 1 if value.strip().lower() in RNG_TRUE_WORDS else 0
 
 
 def reference_vector_limit(vcpus, guest_devices):
@@ -181,15 +190,19 @@ class TestFilterProperties(test.NoDBTestCase):
                                  max_size=2),
            sriov_ports=st.integers(min_value=0, max_value=2),
            vcpus=st.sampled_from([1, 2, 4]),
+           rng=st.sampled_from([None, 'True', 'False', 'no', 'YES', '1',
+                                'garbage', '']),
            policy=st.sampled_from(['reject', 'accept']),
            enforce=st.booleans())
     def test_decision_matches_reference(self, flavor_value, hosts,
                                         pool_values, networks, alias_counts,
-                                        sriov_ports, vcpus, policy, enforce):
+                                        sriov_ports, vcpus, rng, policy,
+                                        enforce):
         self.flags(unknown_host_policy=policy,
                    enforce_guest_vector_limit=enforce, group='pcie_sched')
         host_capacity.reset_caches()
-        reserve = RESERVE_BASE + max(networks, 1) + sum(alias_counts)
+        reserve = (RESERVE_BASE + max(networks, 1) + sum(alias_counts) +
+                   reference_rng(rng))
         if isinstance(flavor_value, tuple):
             flavor_value = str(max(
                 reference_vector_limit(vcpus, reserve) - reserve +
@@ -210,6 +223,8 @@ class TestFilterProperties(test.NoDBTestCase):
                        for index, host in enumerate(hosts)]
         extra_specs = ({} if flavor_value in (None, 'missing') else
                        {spec.FLAVOR_KEY: flavor_value})
+        if rng is not None:
+            extra_specs['hw_rng:allowed'] = rng
         request = support.make_request(
             extra_specs, networks=networks, vcpus=vcpus,
             pci_requests=support.make_pci_requests(alias_counts,
@@ -261,7 +276,7 @@ class TestFilterProperties(test.NoDBTestCase):
         self.flags(unknown_host_policy=policy,
                    enforce_guest_vector_limit=enforce, group='pcie_sched')
         host_capacity.reset_caches()
-        reserve = RESERVE_BASE + max(networks, 1) + sum(alias_counts)
+        reserve = RESERVE_BASE + max(networks, 1) + sum(alias_counts) + 1
         requested = min(max(
             reference_vector_limit(vcpus, reserve) - reserve + delta, 0),
             spec.MAX_PORTS)
