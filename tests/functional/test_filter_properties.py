@@ -251,7 +251,7 @@ class TestFilterProperties(test.NoDBTestCase):
                                       vcpus, policy, enforce)]
         self.assertEqual(expected, got)
 
-    @settings(max_examples=200, deadline=None,
+    @settings(max_examples=500, deadline=None,
               suppress_health_check=[HealthCheck.too_slow,
                                      HealthCheck.function_scoped_fixture])
     @given(vcpus=st.integers(min_value=1, max_value=2),
@@ -268,15 +268,17 @@ class TestFilterProperties(test.NoDBTestCase):
                'cpu_info': st.sampled_from(['x86_64', 'aarch64']).map(
                    lambda arch: json.dumps({'arch': arch})),
            }), min_size=1, max_size=4),
+           rng=st.sampled_from([None, 'False', 'true', 'nonsense']),
            policy=st.sampled_from(['reject', 'accept']),
            enforce=st.booleans())
     def test_guest_vector_limit_boundary(self, vcpus, networks, alias_counts,
-                                         delta, hosts, policy, enforce):
+                                         delta, hosts, rng, policy, enforce):
         """Requests at the guest vector limit, on hosts that boot more."""
         self.flags(unknown_host_policy=policy,
                    enforce_guest_vector_limit=enforce, group='pcie_sched')
         host_capacity.reset_caches()
-        reserve = RESERVE_BASE + max(networks, 1) + sum(alias_counts) + 1
+        reserve = (RESERVE_BASE + max(networks, 1) + sum(alias_counts) +
+                   reference_rng(rng))
         requested = min(max(
             reference_vector_limit(vcpus, reserve) - reserve + delta, 0),
             spec.MAX_PORTS)
@@ -284,8 +286,11 @@ class TestFilterProperties(test.NoDBTestCase):
         pool = build_pool(pool_values)
         host_states = [build_host(f'h{index}', host, pool)
                        for index, host in enumerate(hosts)]
+        extra_specs = {spec.FLAVOR_KEY: str(requested)}
+        if rng is not None:
+            extra_specs['hw_rng:allowed'] = rng
         request = support.make_request(
-            {spec.FLAVOR_KEY: str(requested)}, networks=networks,
+            extra_specs, networks=networks,
             vcpus=vcpus, pci_requests=support.make_pci_requests(
                 alias_counts))
 
