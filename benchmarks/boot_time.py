@@ -191,9 +191,12 @@ def _windows(path):
         buses = execute('query-pci') or []
     counts = {'ports_seen': 0, 'io_windows': 0, 'memory_windows': 0,
               'prefetchable_windows': 0}
+    sizes = {'memory': [], 'prefetchable': []}
 
-    def has(window):
-        return window is not None and window['limit'] >= window['base']
+    def size(window):
+        if window is None or window['limit'] < window['base']:
+            return 0
+        return window['limit'] - window['base'] + 1
 
     def walk(devices):
         for device in devices:
@@ -203,14 +206,20 @@ def _windows(path):
             if device.get('qdev_id', '').startswith('pci.'):
                 counts['ports_seen'] += 1
                 bus = bridge['bus']
-                counts['io_windows'] += has(bus.get('io_range'))
-                counts['memory_windows'] += has(bus.get('memory_range'))
-                counts['prefetchable_windows'] += has(
-                    bus.get('prefetchable_range'))
+                counts['io_windows'] += bool(size(bus.get('io_range')))
+                for kind, key in (('memory', 'memory_range'),
+                                  ('prefetchable', 'prefetchable_range')):
+                    window = size(bus.get(key))
+                    counts[f'{kind}_windows'] += bool(window)
+                    if window:
+                        sizes[kind].append(window)
             walk(bridge.get('devices', []))
 
     for bus in buses:
         walk(bus['devices'])
+    # The smallest window bounds which devices every port can take.
+    for kind, values in sizes.items():
+        counts[f'{kind}_window_min_bytes'] = min(values, default=0)
     return counts
 
 
@@ -294,8 +303,16 @@ def _cell(value, pattern='{}'):
 def _windows_cell(row):
     if 'ports_seen' not in row:
         return '-'
-    return (f"{row['memory_windows']}/{row['prefetchable_windows']}/"
+    text = (f"{row['memory_windows']}/{row['prefetchable_windows']}/"
             f"{row['io_windows']} of {row['ports_seen']}")
+    if row.get('memory_window_min_bytes'):
+        text += (f" (smallest {_mib(row['memory_window_min_bytes'])}/"
+                 f"{_mib(row['prefetchable_window_min_bytes'])})")
+    return text
+
+
+def _mib(value):
+    return f'{value / (1 << 20):g}M'
 
 
 def write(document, out_dir, plot=True):
@@ -308,7 +325,8 @@ def write(document, out_dir, plot=True):
              f"{document['repeat']}; all samples in boot_time.json). "
              'ms/port is (seconds - seconds at N=0) / N. Windows: ports '
              'with a 32-bit memory / prefetchable / IO window after '
-             'the firmware ran (QMP query-pci).', '',
+             'the firmware ran (QMP query-pci), and the smallest memory '
+             '/ prefetchable window where recorded.', '',
              '.. list-table:: Boot to the payload under TCG',
              '   :header-rows: 1', '',
              '   * - machine', '     - N', '     - layout',

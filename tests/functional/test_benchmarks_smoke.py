@@ -44,7 +44,9 @@ class TestBenchmarksRun(testtools.TestCase):
         self.assertEqual(0, boot_time.main([*argv, '--out', self.out]))
         with open(os.path.join(self.out, 'boot_time.json')) as handle:
             document = json.load(handle)
-        for name in ('boot_time.rst', 'boot_time.png'):
+        names = ['boot_time.rst'] + (
+            [] if '--no-plot' in argv else ['boot_time.png'])
+        for name in names:
             self.assertTrue(os.path.exists(os.path.join(self.out, name)),
                             name)
         for key in ('cpu', 'cores', 'qemu', 'packages', 'date'):
@@ -66,6 +68,7 @@ class TestBenchmarksRun(testtools.TestCase):
             # query-pci saw both ports and both got a memory window.
             self.assertEqual(2, row['ports_seen'], row)
             self.assertEqual(2, row['memory_windows'], row)
+            self.assertGreater(row['memory_window_min_bytes'], 0, row)
         # io-reserve=0 is the one difference the plan makes here.
         self.assertEqual(0, boots[3]['io_windows'])
 
