@@ -15,6 +15,27 @@ _PCIE_CONTROLLERS = (vconfig.LibvirtConfigGuestPCIeRootController,
                      vconfig.LibvirtConfigGuestPCIeRootPortController)
 
 
+#: USB controller model for guests that get the plan: a PCI Express
+#: endpoint on q35 and virt, so it takes one of the plan's root ports.
+USB_CONTROLLER_MODEL = 'qemu-xhci'
+
+
+def pin_usb_controller_model(guest: vconfig.LibvirtConfigGuest) -> None:
+    """Give nova's model-less USB controller an explicit PCIe model.
+
+    libvirt 9.0 (Debian 12) resolves a ``<controller type='usb'>`` without
+    a model to piix3-uhci on x86_64, even on q35: a conventional PCI
+    device, for which libvirt adds a pcie-to-pci-bridge and one more
+    pcie-root-port of its own, so the guest no longer has the plan's
+    layout (seen by defining the driver's XML in libvirtd 9.0). Later
+    libvirt and aarch64 virt already pick qemu-xhci.
+    """
+    for device in guest.devices:
+        if (isinstance(device, vconfig.LibvirtConfigGuestController) and
+                device.type == 'usb' and device.model is None):
+            device.model = USB_CONTROLLER_MODEL
+
+
 def cold_plugged_devices(guest: vconfig.LibvirtConfigGuest,
                          arch: str) -> ty.List[str]:
     """Names of the guest's devices that need a root port, in order."""
@@ -37,8 +58,8 @@ def cold_plugged_devices(guest: vconfig.LibvirtConfigGuest,
         elif isinstance(device, _PCIE_CONTROLLERS):
             continue
         elif isinstance(device, vconfig.LibvirtConfigGuestController):
-            # An unset USB model means libvirt's default, qemu-xhci on q35
-            # and virt: a PCIe device. 'none' means no controller.
+            # pin_usb_controller_model makes an unset model qemu-xhci, a
+            # PCIe device. 'none' means no controller.
             if device.type == 'usb' and device.model != 'none':
                 names.append('usb-controller')
             elif device.type == 'scsi':

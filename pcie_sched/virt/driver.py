@@ -124,6 +124,7 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
                        f'machine type; accepted: q35 on x86_64, virt on '
                        f'aarch64; this guest has {arch} {machine!r} (set '
                        f'hw_machine_type or [libvirt] hw_machine_type)')
+        devices.pin_usb_controller_model(guest)
         cold = devices.cold_plugged_devices(guest, arch)
         needed = requested + len(cold)
         vcpus = instance.flavor.vcpus

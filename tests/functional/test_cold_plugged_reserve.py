@@ -2,8 +2,9 @@
 
 PciHotplugPortsFilter cannot see the guest config, so it estimates the
 root ports a guest's cold-plugged devices take ([pcie_sched]
-cold_plugged_base_ports + networks + ephemeral + swap + PCI devices); the
-driver counts them in nova's guest config. Where the estimate is low, a
+cold_plugged_base_ports + networks + ephemeral + swap + PCI devices + the
+RNG nova adds unless hw_rng:allowed=False); the driver counts them in
+nova's guest config. Where the estimate is low, a
 guest passes the filter and is then aborted by the driver; where it is
 high, the filter refuses a host that could boot it. Both are checked at
 the edge of one host's capacity, through the real scheduler and driver.
@@ -56,14 +57,5 @@ class TestReserveMatchesTheDriver(test_libvirt_driver.DriverTestBase):
         self.assertEqual('ACTIVE', self.boot(fits)['status'])
         one_more = self.boot(fits + 1, expected_state='ERROR')
         fault = one_more['fault']['message']
-        if self.rng:
-            # The default base (3: root disk, balloon, USB controller)
-            # leaves out nova's RNG, so the filter lets one port too many
-            # through and the driver aborts the build. Fixing it is the
-            # filter's side: count the RNG unless hw_rng:allowed is False.
-            self.expectFailure(
-                'filter reserve omits the RNG nova adds by default',
-                self.assertIn, 'No valid host', fault)
-            self.assertIn('aborted', fault)
-        else:
-            self.assertIn('No valid host', fault)
+        # The filter, not the driver, refuses the port too many.
+        self.assertIn('No valid host', fault)

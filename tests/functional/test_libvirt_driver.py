@@ -18,6 +18,7 @@ import testscenarios
 from pcie_sched import placement
 from pcie_sched import spec
 from pcie_sched import topology
+from pcie_sched.virt import devices
 from pcie_sched.virt import driver as pcie_driver
 from tests.functional import nova_support
 
@@ -108,6 +109,12 @@ class DriverTestBase(base.ServersTestBase):
         counter, and the layout is checked against topology.plan for them.
         """
         domain = self.domain_xml[server['id']]
+        # A model-less USB controller would make libvirt 9.0 add a bridge
+        # and a root port of its own (test_driver_xml_in_libvirt).
+        self.assertEqual(
+            [devices.USB_CONTROLLER_MODEL],
+            [usb.get('model') for usb in domain.findall(
+                "devices/controller[@type='usb']")])
         cold = nova_support.pcie_endpoints(domain, 'x86_64')
         ports = self.root_ports(server)
         self.assertEqual(requested + len(cold), len(ports))
