@@ -21,8 +21,9 @@ ALL_OPTS = [
             ('reject', 'A host whose capacity is unknown cannot take a '
                        'guest that asks for hotplug ports.'),
             ('accept', 'A host whose capacity is unknown takes any such '
-                       'guest; the compute driver still refuses what it '
-                       'cannot boot, which costs a reschedule.'),
+                       'guest; the compute driver still aborts a build it '
+                       'cannot boot, with the reason in the instance '
+                       'fault.'),
         ],
         help='What the PciHotplugPortsFilter does with a host that publishes '
              'no capacity, is in no aggregate with pci_hotplug_ports_max and '
