@@ -220,8 +220,8 @@ class TestCleanup(ProbeTestCase):
         self.assertLess(result.seconds, 10)
         self.assertNothingLeft()
 
-    def test_sigint_during_cli_probe_leaves_nothing(self):
-        import signal
+    def _signal_cli_probe(self, signum):
+        """Start ``pcie-sched probe`` and send ``signum`` once QEMU runs."""
         import sys
         import time
         process = subprocess.Popen(
@@ -233,29 +233,19 @@ class TestCleanup(ProbeTestCase):
         while not leftovers.probe_processes(self.temp_root):
             self.assertLess(time.monotonic(), deadline, 'QEMU never started')
             time.sleep(0.1)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, err = process.communicate(timeout=60)
         self.assertEqual(130, process.returncode, err)
-        self.assertIn(b'interrupted', err)
         self.assertNothingLeft()
+        return err
+
+    def test_sigint_during_cli_probe_leaves_nothing(self):
+        import signal
+        self.assertIn(b'interrupted', self._signal_cli_probe(signal.SIGINT))
 
     def test_sigterm_during_cli_probe_leaves_nothing(self):
         import signal
-        import sys
-        import time
-        process = subprocess.Popen(
-            [sys.executable, '-m', 'pcie_sched.cmd.main', 'probe', '--ports',
-             '64', '--cache-dir', self.cache],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=dict(os.environ, TMPDIR=self.temp_root))
-        deadline = time.monotonic() + 60
-        while not leftovers.probe_processes(self.temp_root):
-            self.assertLess(time.monotonic(), deadline, 'QEMU never started')
-            time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-        self.assertEqual(130, process.returncode, err)
-        self.assertNothingLeft()
+        self._signal_cli_probe(signal.SIGTERM)
 
     def test_missing_qemu_names_the_package(self):
         self.useFixture(fixtures.EnvironmentVariable('PATH', self.temp_root))
