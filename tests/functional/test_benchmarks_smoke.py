@@ -36,8 +36,11 @@ class TestBenchmarksRun(testtools.TestCase):
             self.assertGreater(row['us_per_host'], 0)
             # Every host publishes or models 200+ ports: all pass.
             self.assertEqual(20, row['passed'], row)
-        self.assertEqual([False, True], [c['with_pci_hotplug_ports']
-                                         for c in document['chain']])
+        self.assertEqual([None, 'AllHostsFilter', 'PciHotplugPortsFilter'],
+                         [c['added'] for c in document['chain']])
+        self.assertEqual([False, False, True],
+                         [c['with_pci_hotplug_ports']
+                          for c in document['chain']])
         self.assertTrue(os.path.exists(os.path.join(self.out, 'filter.rst')))
 
     def _boot_time(self, *argv):
