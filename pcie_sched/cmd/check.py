@@ -7,6 +7,7 @@ from pcie_sched.cmd import capacity as capacity_cmd
 from pcie_sched.cmd import output
 from pcie_sched.cmd import probe as probe_cmd
 from pcie_sched import conf
+from pcie_sched import host_capacity
 from pcie_sched import probe
 
 
@@ -22,8 +23,9 @@ def register(subparsers) -> None:
                         help='free hotplug ports wanted (default: 16)')
     parser.add_argument('--cold-plugged', type=int, default=None,
                         help='ports for cold-plugged devices (default: '
-                             '[pcie_sched] cold_plugged_base_ports + 1 '
-                             'network)')
+                             'what the scheduler filter reserves for a '
+                             'flavor with one network and nova\'s virtio '
+                             'RNG: [pcie_sched] cold_plugged_base_ports + 2)')
     parser.add_argument('--vcpus', type=int, default=None,
                         help='guest vCPUs: also report the guest\'s '
                              'interrupt vector limit (x86_64)')
@@ -33,12 +35,19 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def default_cold_plugged() -> int:
+    """The filter's reserve for a plain flavor: one NIC, nova's RNG."""
+    return host_capacity.cold_plugged_reserve(
+        conf.CONF.pcie_sched.cold_plugged_base_ports, networks=1,
+        ephemeral_gb=0, swap_mb=0, pci_devices=0, rng=True)
+
+
 def run(args) -> int:
     probe_cmd.terminate_as_interrupt()
     started = time.monotonic()
     machine = args.machine or capacity_cmd.default_machine(args.arch)
     cold = (args.cold_plugged if args.cold_plugged is not None else
-            conf.CONF.pcie_sched.cold_plugged_base_ports + 1)
+            default_cold_plugged())
     needed = args.ports + cold
     report = {'arch': args.arch, 'machine': machine,
               'firmware': args.firmware, 'free_ports': args.ports,

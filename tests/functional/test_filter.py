@@ -116,6 +116,18 @@ class TestCapacitySources(FilterTestCase):
                          sorted(self.run_filter(hosts, request)))
 
 
+class TestCheckCommandAgrees(FilterTestCase):
+    """``pcie-sched check`` asks the host for what the filter reserves."""
+
+    def test_default_reserve_is_the_filters(self):
+        from pcie_sched.cmd import check
+        needed = 16 + check.default_cold_plugged()
+        request = support.make_request(ports(16))
+        exact = support.make_host('exact', max_ports=needed)
+        short = support.make_host('short', max_ports=needed - 1)
+        self.assertEqual(['exact'], self.run_filter([exact, short], request))
+
+
 class TestFilterBehaviour(FilterTestCase):
 
     def test_no_spec_passes_every_host_untouched(self):
