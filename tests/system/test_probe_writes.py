@@ -18,12 +18,17 @@ import testtools
 
 # Calls that change the file system; openat only with a write flag.
 _CHANGING = re.compile(
-    r'^\d+\s+(?:(openat)\(.*O_(?:WRONLY|RDWR|CREAT)|'
+    r'^\d+\s+(?:(open|openat)\(.*O_(?:WRONLY|RDWR|CREAT)|'
     r'(mkdir|mkdirat|rename|renameat2?|unlink|unlinkat|rmdir|creat|'
     r'symlink|symlinkat|link|linkat|truncate|chmod|fchmodat)\()')
 # A path argument: "path", optionally after a directory fd shown by -y
 # as 3</some/dir>.
 _PATH = re.compile(r'(?:(?:AT_FDCWD|\d+<([^>]*)>),\s*)?"([^"]*)"')
+# Traced: only what changes the file system, and -z keeps only calls
+# that succeeded (so no call is split into unfinished/resumed lines).
+_CALLS = ('open,openat,creat,mkdir,mkdirat,rename,renameat,renameat2,'
+          'unlink,unlinkat,rmdir,symlink,symlinkat,link,linkat,truncate,'
+          'chmod,fchmodat')
 # Devices QEMU and Python may open for writing without creating anything.
 _DEVICES = ('/dev/null', '/dev/tty', '/dev/kvm', '/dev/urandom')
 
@@ -54,7 +59,8 @@ class TestProbeWritesStayInside(testtools.TestCase):
             os.mkdir(path)
         trace = os.path.join(root, 'trace')
         result = subprocess.run(
-            [strace, '-f', '-qq', '-y', '-o', trace, sys.executable, '-m',
+            [strace, '-f', '-qq', '-y', '-z', '-e', f'trace={_CALLS}',
+             '-o', trace, sys.executable, '-m',
              'pcie_sched.cmd.main', 'probe', '--ports', '2', '--cache-dir',
              cache, '--format', 'json'],
             cwd=cwd, capture_output=True, timeout=500,
