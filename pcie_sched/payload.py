@@ -141,16 +141,45 @@ SHARED_FILE_MODE = 0o644
 def make_shared_dir(path: str) -> None:
     """Create ``path`` readable by every user, whatever the umask.
 
-    A directory that already exists keeps its mode: it is the operator's.
+    Every directory created on the way gets :data:`SHARED_DIR_MODE`, not
+    just the last: nova-compute must be able to walk the whole path.
+    Directories that already exist keep their mode: they are the
+    operator's (see :func:`unreadable_by_others`).
     """
-    try:
-        os.makedirs(path, mode=SHARED_DIR_MODE)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise
-        return
-    # makedirs' mode is filtered through the umask (root's is often 077).
-    os.chmod(path, SHARED_DIR_MODE)
+    missing = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        if os.path.lexists(current):
+            raise NotADirectoryError(f'{current!r} is not a directory')
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:  # a concurrent probe made it first
+            if not os.path.isdir(directory):
+                raise
+            continue
+        # mkdir's mode is filtered through the umask (root's is often 077).
+        os.chmod(directory, SHARED_DIR_MODE)
+
+
+def unreadable_by_others(path: str) -> ty.Optional[str]:
+    """The first directory on ``path`` other users cannot enter, if any."""
+    current = os.path.abspath(path)
+    while True:
+        try:
+            if not os.stat(current).st_mode & 0o001:
+                return current
+        except OSError:
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
 
 
 def disk_image(arch: str, firmware: str, cache_dir: str,

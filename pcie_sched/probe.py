@@ -42,6 +42,8 @@ import tempfile
 import time
 import typing as ty
 
+from oslo_log import log as logging
+
 from pcie_sched import capacity
 from pcie_sched import hostinfo
 from pcie_sched import payload
@@ -89,6 +91,12 @@ _SECURE_BOOT = re.compile(r'failed to (?:load|start) Boot[0-9A-Fa-f]{4} '
                           r'"[^"\n]*" from PciRoot[^:\n]*: '
                           r'(?:Access Denied|Security Violation)')
 SECURE_BOOT_REFUSED = 'Secure Boot refused the unsigned probe payload'
+
+
+LOG = logging.getLogger(__name__)
+#: Cache files already reported as unreadable, so the periodic resource
+#: update logs each once.
+_WARNED_UNREADABLE: ty.Set[str] = set()
 
 
 class ProbeError(RuntimeError):
@@ -454,8 +462,19 @@ def load_cached(arch: str, machine: str, firmware: str,
             float(document['seconds']), int(document['model_max_ports']),
             str(document['limited_by']), str(document['strategy']),
             str(document['fingerprint']), steps, cached=True)
+    except PermissionError as exc:
+        # A result is there but this user may not read it: the reported
+        # capacity silently falls back to the model unless someone says so.
+        if path not in _WARNED_UNREADABLE:
+            _WARNED_UNREADABLE.add(path)
+            LOG.warning('Measured capacity %(path)s cannot be read by this '
+                        'user (%(error)s); using the capacity model '
+                        'instead. Make [pcie_sched_probe] cache_dir and '
+                        'the file readable by this user (directories 0755, '
+                        'result 0644).', {'path': path, 'error': exc})
+        return None
     except (OSError, ValueError, KeyError, TypeError):
-        # Missing, unreadable or corrupt: measure again rather than trust.
+        # Missing or corrupt: measure again rather than trust.
         return None
     return result if result.fingerprint == key else None
 
@@ -470,10 +489,10 @@ def _store(cache_dir: str, result: FindMaxResult) -> None:
     payload.make_shared_dir(cache_dir)
     handle, staged = tempfile.mkstemp(prefix='.find-max-', dir=cache_dir)
     try:
-        # mkstemp makes 0600 files; nova-compute, usually not the user who
-        # probed, must read the result. It holds no secret.
-        os.fchmod(handle, payload.SHARED_FILE_MODE)
         with os.fdopen(handle, 'w') as out:
+            # mkstemp makes 0600 files; nova-compute, usually not the user
+            # who probed, must read the result. It holds no secret.
+            os.fchmod(out.fileno(), payload.SHARED_FILE_MODE)
             document = result.to_dict()
             document.pop('cached')
             document.pop('cache_error')
@@ -564,6 +583,12 @@ def store_or_warn(cache_dir: str, result: FindMaxResult,
         message = _cache_dir_error(cache_dir, exc)
         say(f'warning: result not cached: {message}')
         return dataclasses.replace(result, cache_error=message)
+    closed = payload.unreadable_by_others(cache_dir)
+    if closed is not None:
+        say(f'warning: {closed!r} is not searchable by other users, so '
+            f'nova-compute running as another user cannot read this '
+            f'result from cache_dir={cache_dir!r}; accepted: every '
+            f'directory on the path mode o+x (e.g. chmod 755 {closed})')
     return result
 
 

@@ -172,6 +172,9 @@ class TestCache(testtools.TestCase):
         shared = os.path.join(self.cache, 'new', 'pcie-sched')
         probe._store(shared, self.result('k'))
         self.assertEqual(0o755, stat.S_IMODE(os.stat(shared).st_mode))
+        # Every directory made on the way, not just the last.
+        self.assertEqual(0o755, stat.S_IMODE(os.stat(
+            os.path.dirname(shared)).st_mode))
         stored = os.path.join(shared, 'find-max-k.json')
         self.assertEqual(0o644, stat.S_IMODE(os.stat(stored).st_mode))
         self.assertEqual(['find-max-k.json'], os.listdir(shared))
@@ -180,6 +183,24 @@ class TestCache(testtools.TestCase):
         os.chmod(self.cache, 0o750)
         probe._store(self.cache, self.result('k'))
         self.assertEqual(0o750, stat.S_IMODE(os.stat(self.cache).st_mode))
+
+    def test_closed_directory_on_the_path_is_named(self):
+        closed = os.path.join(self.cache, 'closed')
+        os.mkdir(closed, 0o700)
+        os.chmod(closed, 0o700)
+        said = []
+        result = probe.store_or_warn(os.path.join(closed, 'c'),
+                                     self.result('k'), said.append)
+        self.assertFalse(result.cache_error)
+        self.assertEqual(1, len(said), said)
+        self.assertIn(repr(closed), said[0])
+        self.assertIn('chmod 755', said[0])
+        said.clear()
+        os.chmod(closed, 0o755)
+        os.chmod(self.cache, 0o755)
+        probe.store_or_warn(os.path.join(closed, 'c'), self.result('k'),
+                            said.append)
+        self.assertEqual([], [line for line in said if closed in line])
 
 
 class TestFingerprintMemo(testtools.TestCase):
