@@ -373,12 +373,15 @@ def boot(ports, vcpus, cache_dir, timeout=400, hotplug=False,
     except subprocess.TimeoutExpired:
         pass
     finally:
-        probe._stop(process)
-        seconds = time.monotonic() - start
-        with open(serial, 'rb') as handle:
-            console = probe.clean_console(
-                handle.read().decode('utf-8', errors='replace'))
-        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            probe._stop(process)
+            seconds = time.monotonic() - start
+            # QEMU may exit before it creates the serial file (a refused
+            # option): an empty console, not a FileNotFoundError that
+            # would hide QEMU's failure and keep the work directory.
+            console = probe.clean_console(_read(serial))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     return _parse(console, ports, vcpus, seconds, arch)
 
 
