@@ -11,6 +11,8 @@ in the scheduler's ``HostState.stats``.
 import json
 import os
 import pwd
+import select
+import signal
 import stat
 import subprocess
 import sys
@@ -78,7 +80,16 @@ def cached_max_as(user):
         finally:
             os._exit(status)
     os.close(write_end)
+    # The child was forked from a process with nova's service threads
+    # running; if it deadlocks on a lock one of them held, fail in a
+    # minute instead of hanging until the test timeout.
     with os.fdopen(read_end) as answer:
+        ready, _, _ = select.select([answer], [], [], 60)
+        if not ready:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            raise AssertionError(f'reading the cache as {user} did not '
+                                 f'finish within 60 s')
         text = answer.read()
     _, status = os.waitpid(child, 0)
     if status != 0:
@@ -99,6 +110,8 @@ class TestMeasuredCapacityReachesCompute(
         parent = os.path.dirname(workdir)
         while (os.path.basename(parent).startswith('tmp') and
                not os.stat(parent).st_mode & stat.S_IXOTH):
+            self.addCleanup(os.chmod, parent,
+                            stat.S_IMODE(os.stat(parent).st_mode))
             os.chmod(parent, 0o711)
             parent = os.path.dirname(parent)
         self.cache_dir = os.path.join(workdir, 'cache')
