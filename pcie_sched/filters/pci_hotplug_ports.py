@@ -74,24 +74,26 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
                         {'uuid': _instance_uuid(spec_obj), 'error': exc})
             return []
         accept_unknown = CONF.pcie_sched.unknown_host_policy == 'accept'
+        # Per request, not per host: only then can an x86_64 host's answer
+        # be the guest's limit rather than its own.
+        beyond_guest = guest_limit is not None and needed > guest_limit
         passing = []
         best = host_capacity.UNKNOWN
         # Hosts share nova's Aggregate objects (HostManager hands every
         # host the same instances), so each aggregate's metadata is read
         # once per request rather than once per member host.
         aggregate_memo = {}
+        capacity_of = self._capacity
         for host_state in filter_obj_list:
             try:
-                max_ports, source = self._capacity(host_state,
-                                                   aggregate_memo)
+                max_ports, source = capacity_of(host_state, aggregate_memo)
             except Exception:  # a broken host must not fail the request
                 LOG.exception('PciHotplugPortsFilter: cannot read the '
                               'capacity of %s; treating it as unknown',
                               host_state)
                 max_ports, source = host_capacity.UNKNOWN
-            if (guest_limit is not None and needed > guest_limit and
-                    host_capacity.arch_from_cpu_info(
-                        getattr(host_state, 'cpu_info', None)) == 'x86_64'):
+            if beyond_guest and host_capacity.arch_from_cpu_info(
+                    getattr(host_state, 'cpu_info', None)) == 'x86_64':
                 # Whatever the host boots, the guest would not survive.
                 max_ports = guest_limit
                 source = (f"the guest's interrupt vectors with {vcpus} "
