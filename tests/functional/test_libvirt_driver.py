@@ -110,7 +110,7 @@ class DriverTestBase(base.ServersTestBase):
         """
         domain = self.domain_xml[server['id']]
         # A model-less USB controller would make libvirt 9.0 add a bridge
-        # and a root port of its own (test_driver_xml_in_libvirt).
+        # and a root port of its own (tests/system/test_libvirt_driver_xml.py).
         self.assertEqual(
             [devices.USB_CONTROLLER_MODEL],
             [usb.get('model') for usb in domain.findall(

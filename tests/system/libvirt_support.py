@@ -9,6 +9,7 @@ ovmf.
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -19,6 +20,25 @@ from pcie_sched import topology
 
 
 VIRTLOGD_SOCKET = '/run/libvirt/virtlogd-sock'
+#: libvirtd asks QEMU for its capabilities with a daemonized QEMU whose
+#: QMP socket lives here; stopped mid-probe, libvirtd leaves it running.
+CAPABILITY_PROBE_DIR = b'/var/lib/libvirt/qemu/qmp-'
+
+
+def capability_probes():
+    """PIDs of QEMU processes libvirtd started to read capabilities."""
+    found = set()
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/cmdline', 'rb') as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if b'qemu-system' in cmdline and CAPABILITY_PROBE_DIR in cmdline:
+            found.add(int(entry))
+    return found
 
 
 class LibvirtDaemon(fixtures.Fixture):
@@ -47,6 +67,9 @@ class LibvirtDaemon(fixtures.Fixture):
                 ['virtlogd', '--timeout', '900'], stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
+        # libvirt tests share one stestr worker (see .stestr.conf), so any
+        # capability probe that appears from here on is this daemon's.
+        self.probes_before = capability_probes()
         self.process = subprocess.Popen(
             ['libvirtd', '--config', config, '--timeout', '900',
              '--pid-file', os.path.join(self.workdir, 'libvirtd.pid')],
@@ -80,6 +103,11 @@ class LibvirtDaemon(fixtures.Fixture):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for pid in capability_probes() - self.probes_before:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def virsh(self, *args, check=True, timeout=120):
         result = subprocess.run(['virsh', '-c', self.uri, *args],
