@@ -4,11 +4,10 @@ import os
 import signal
 import sys
 
-from oslo_config import cfg
-
 from pcie_sched.cmd import capacity as capacity_cmd
 from pcie_sched.cmd import output
 from pcie_sched import conf
+from pcie_sched.conf import probe as probe_conf
 from pcie_sched import probe
 
 
@@ -73,9 +72,9 @@ def cache_dir(args) -> str:
     if args.cache_dir:
         return os.path.abspath(args.cache_dir)
     configured = probe.default_cache_dir()
-    location = conf.CONF.get_location('cache_dir', 'pcie_sched_probe')
-    if (location.location != cfg.Locations.opt_default or
-            _writable(configured)):
+    # Judged by value, not by oslo's record of where it came from: a
+    # cleared override still reports set_override as its location.
+    if configured != probe_conf.DEFAULT_CACHE_DIR or _writable(configured):
         return configured
     fallback = os.path.join(os.path.expanduser('~'), '.cache', 'pcie-sched')
     print(f'pcie-sched: warning: [pcie_sched_probe] cache_dir='
