@@ -35,7 +35,7 @@ import select
 import shutil
 import socket
 import statistics
-import subprocess  # nosec B404: argument lists only, no shell
+import subprocess  # nosec B404  # argument lists only, no shell
 import sys
 import tempfile
 import time

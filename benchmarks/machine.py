@@ -8,7 +8,7 @@ file carries them.
 import datetime
 import os
 import platform
-import subprocess  # nosec B404: argument lists only, no shell
+import subprocess  # nosec B404  # argument lists only, no shell
 
 from pcie_sched import hostinfo
 

@@ -5,7 +5,7 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess  # nosec B404: argument lists only, no shell
+import subprocess  # nosec B404  # argument lists only, no shell
 import threading
 import typing as ty
 

@@ -21,7 +21,7 @@ Images are built once per content and cached; building needs no root.
 import hashlib
 import os
 import shutil
-import subprocess  # nosec B404: argument lists only, no shell
+import subprocess  # nosec B404  # argument lists only, no shell
 import tempfile
 import typing as ty
 

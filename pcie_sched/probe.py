@@ -37,7 +37,7 @@ import os
 import re
 import shutil
 import signal
-import subprocess  # nosec B404: argument lists only, no shell
+import subprocess  # nosec B404  # argument lists only, no shell
 import tempfile
 import time
 import typing as ty

@@ -1,7 +1,7 @@
 """A directory nobody can write to, root included."""
 
 import os
-import subprocess  # nosec B404: argument lists only
+import subprocess  # nosec B404  # argument lists only
 
 import fixtures
 
