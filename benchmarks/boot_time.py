@@ -417,8 +417,7 @@ def main(argv=None):
     if args.repeat < 1:
         parser.error(f'--repeat {args.repeat}: accepted: 1 or more')
     document = {'machine': machine_info.describe(), 'repeat': args.repeat}
-    cache = tempfile.mkdtemp(prefix='pcie-sched-bench-')
-    try:
+    with machine_info.scratch_cache() as cache:
         document['boots'] = run_grid(args.machines, args.ports,
                                      args.layouts, args.repeat, cache,
                                      lambda line: print(line, flush=True))
@@ -428,10 +427,7 @@ def main(argv=None):
                          args.repeat, cache,
                          lambda line: print(line, flush=True))
             if args.variants else [])
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
-    document['load_average_at_end'] = [round(value, 2)
-                                       for value in os.getloadavg()]
+    document['load_average_at_end'] = machine_info.load_average()
     write(document, args.out, plot=not args.no_plot)
     return 0
 

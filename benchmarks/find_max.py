@@ -19,9 +19,7 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,8 +145,7 @@ def main(argv=None):
         parser.error(f'--budget {args.budget:g}: accepted: seconds > 0')
     document = {'machine': machine_info.describe(), 'budget': args.budget,
                 'searches': []}
-    cache = tempfile.mkdtemp(prefix='pcie-sched-bench-')
-    try:
+    with machine_info.scratch_cache() as cache:
         for key in args.targets:
             arch, machine, firmware, label = TARGETS[key]
             for strategy in args.strategies:
@@ -160,10 +157,7 @@ def main(argv=None):
                 document['searches'].append(row)
                 print(json.dumps({k: v for k, v in row.items()
                                   if k != 'steps'}), flush=True)
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
-    document['load_average_at_end'] = [round(value, 2)
-                                       for value in os.getloadavg()]
+    document['load_average_at_end'] = machine_info.load_average()
     write(document, args.out, plot=not args.no_plot)
     return 0
 

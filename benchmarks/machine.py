@@ -5,10 +5,13 @@ firmware's builds, and on what else shares the cores, so every result
 file carries them.
 """
 
+import contextlib
 import datetime
 import os
 import platform
+import shutil
 import subprocess  # nosec B404  # argument lists only, no shell
+import tempfile
 
 from pcie_sched import hostinfo
 
@@ -76,3 +79,18 @@ def summary(document):
             f"QEMU {document['qemu'].get('x86_64', '?')}; packages: "
             f"{packages}. Load average at start: {load} (the cores are "
             f"shared with other work, so treat single boots as noisy).")
+
+
+@contextlib.contextmanager
+def scratch_cache():
+    """A private probe cache for one run, so nothing measured is reused."""
+    cache = tempfile.mkdtemp(prefix='pcie-sched-bench-')
+    try:
+        yield cache
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def load_average():
+    """The 1, 5 and 15 minute load averages, rounded for the record."""
+    return [round(value, 2) for value in os.getloadavg()]
