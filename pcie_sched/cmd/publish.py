@@ -6,6 +6,7 @@ import socket
 from pcie_sched import capacity
 from pcie_sched.cmd import capacity as capacity_cmd
 from pcie_sched.cmd import output
+from pcie_sched import conf
 from pcie_sched import placement
 from pcie_sched import probe
 
@@ -26,10 +27,12 @@ def register(subparsers) -> None:
                              'node\'s hypervisor hostname (default: this '
                              'host\'s FQDN)')
     parser.add_argument('--max-ports', type=int, default=None,
-                        help='capacity to publish (default: the probe '
-                             'result cached in [pcie_sched_probe] cache_dir '
-                             '(pass nova-compute\'s nova.conf with '
-                             '--config-file), else the capacity model)')
+                        help='capacity to publish (default, as the compute '
+                             'driver reports it: [pcie_sched_compute] '
+                             'max_ports_override, else the probe result '
+                             'cached in [pcie_sched_probe] cache_dir (pass '
+                             'nova-compute\'s nova.conf with --config-file), '
+                             'else the capacity model)')
     capacity_cmd.add_machine_arguments(parser)
     parser.set_defaults(arch=_host_arch())
     output.add_format_argument(parser)
@@ -42,7 +45,16 @@ def _host_arch() -> str:
 
 
 def host_capacity_and_source(arch: str, machine: str, firmware: str):
-    """(max ports, 'measured' or 'model'), as nova-compute would see it."""
+    """(max ports, where from), in the order nova-compute's driver uses.
+
+    The driver rewrites these traits on every resource update, so what
+    this command publishes must be what the driver would: the operator's
+    ``[pcie_sched_compute] max_ports_override``, then the cached probe
+    result, then the model.
+    """
+    override = conf.CONF.pcie_sched_compute.max_ports_override
+    if override is not None:
+        return override, 'override'
     measured = probe.load_cached_max(arch, machine, firmware)
     if measured is not None:
         return measured, 'measured'

@@ -130,9 +130,9 @@ class TestPublish(PlacementTestCase):
 
 class TestPublishCommand(PlacementTestCase):
 
-    def test_cli_with_clouds_yaml(self):
-        config = os.path.join(self.useFixture(
-            __import__('fixtures').TempDir()).path, 'clouds.yaml')
+    def publish(self, *extra):
+        workdir = self.useFixture(__import__('fixtures').TempDir()).path
+        config = os.path.join(workdir, 'clouds.yaml')
         with open(config, 'w') as handle:
             json.dump({'clouds': {'test': {
                 'auth_type': 'admin_token',
@@ -141,13 +141,30 @@ class TestPublishCommand(PlacementTestCase):
         env = dict(os.environ, OS_CLIENT_CONFIG_FILE=config)
         result = subprocess.run(
             [sys.executable, '-m', 'pcie_sched.cmd.main', 'publish',
-             '--cloud', 'test', '--host', 'compute1', '--max-ports', '48',
-             '--format', 'json'], env=env, capture_output=True, text=True,
-            timeout=120)
+             '--cloud', 'test', '--host', 'compute1', '--format', 'json',
+             *extra], env=env, capture_output=True, text=True, timeout=120,
+            cwd=workdir)
         self.assertEqual(0, result.returncode, result.stderr)
-        summary = json.loads(result.stdout)
+        return json.loads(result.stdout)
+
+    def test_cli_with_clouds_yaml(self):
+        summary = self.publish('--max-ports', '48')
         self.assertTrue(summary['changed'])
+        self.assertEqual('option', summary['capacity_source'])
         self.assertEqual(set(FOREIGN) | placement.traits_for_capacity(48),
+                         set(self.traits()['traits']))
+
+    def test_publishes_the_compute_drivers_override(self):
+        # The driver rewrites these traits on every resource update from
+        # [pcie_sched_compute] max_ports_override; publish must agree.
+        nova_conf = os.path.join(
+            self.useFixture(__import__('fixtures').TempDir()).path,
+            'nova-cpu.conf')
+        with open(nova_conf, 'w') as handle:
+            handle.write('[pcie_sched_compute]\nmax_ports_override = 40\n')
+        summary = self.publish('--config-file', nova_conf)
+        self.assertEqual('override', summary['capacity_source'])
+        self.assertEqual(set(FOREIGN) | placement.traits_for_capacity(40),
                          set(self.traits()['traits']))
 
 
