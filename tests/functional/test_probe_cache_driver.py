@@ -10,9 +10,6 @@ in the scheduler's ``HostState.stats``.
 
 import json
 import os
-import pwd
-import select
-import signal
 import stat
 import subprocess
 import sys
@@ -26,6 +23,7 @@ from pcie_sched import conf as pcie_conf
 from pcie_sched import hostinfo
 from pcie_sched import probe
 from pcie_sched import spec
+from tests import as_user
 from tests.functional import test_libvirt_driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -45,57 +43,24 @@ def run_cli(config_file):
 
 
 def cached_max_as(user):
-    """What ``probe.load_cached_max`` finds when ``user`` runs it.
-
-    A forked child rather than a new interpreter: the test's Python and
-    its virtualenv may sit where another user cannot read them.
-    """
-    account = pwd.getpwnam(user)
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        status = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(account.pw_gid)
-            os.setuid(account.pw_uid)
-            # Fingerprint afresh, reading QEMU and the firmware as user.
-            hostinfo._BY_FILE.clear()
-            found = probe.load_cached_max('x86_64', 'q35', 'bios')
-            why = ''
-            if found is None:
-                # Say why, for the failure message.
-                try:
-                    key = probe.fingerprint('x86_64', 'q35', 'bios')
-                    with open(os.path.join(probe.default_cache_dir(),
-                                           f'find-max-{key}.json')):
-                        pass
-                except Exception:
-                    why = traceback.format_exc()
-            os.write(write_end, json.dumps(
-                {'uid': os.geteuid(), 'max_ports': found,
-                 'why': why}).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    # The child was forked from a process with nova's service threads
-    # running; if it deadlocks on a lock one of them held, fail in a
-    # minute instead of hanging until the test timeout.
-    with os.fdopen(read_end) as answer:
-        ready, _, _ = select.select([answer], [], [], 60)
-        if not ready:
-            os.kill(child, signal.SIGKILL)
-            os.waitpid(child, 0)
-            raise AssertionError(f'reading the cache as {user} did not '
-                                 f'finish within 60 s')
-        text = answer.read()
-    _, status = os.waitpid(child, 0)
-    if status != 0:
-        raise AssertionError(f'reading the cache as {user} failed '
-                             f'(wait status {status})')
-    return json.loads(text)
+    """What ``probe.load_cached_max`` finds when ``user`` runs it."""
+    def read():
+        # Fingerprint afresh, reading QEMU and the firmware as user.
+        hostinfo._BY_FILE.clear()
+        found = probe.load_cached_max('x86_64', 'q35', 'bios')
+        why = ''
+        if found is None:
+            # Say why, for the failure message.
+            try:
+                key = probe.fingerprint('x86_64', 'q35', 'bios')
+                with open(os.path.join(probe.default_cache_dir(),
+                                       f'find-max-{key}.json')):
+                    pass
+            except Exception:
+                why = traceback.format_exc()
+        return json.dumps({'uid': os.geteuid(), 'max_ports': found,
+                           'why': why})
+    return json.loads(as_user.run_as(user, read))
 
 
 class TestMeasuredCapacityReachesCompute(

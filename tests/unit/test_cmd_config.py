@@ -3,7 +3,6 @@
 import contextlib
 import io
 import os
-import pwd
 
 import fixtures
 import testtools
@@ -12,6 +11,7 @@ from pcie_sched.cmd import main
 from pcie_sched.cmd import probe as probe_cmd
 from pcie_sched import conf
 from pcie_sched import probe
+from tests import as_user
 
 
 class TestConfigFiles(testtools.TestCase):
@@ -95,39 +95,21 @@ class TestUnwritableDefault(testtools.TestCase):
     """A user who cannot write the default cache is told, not failed."""
 
     def test_fallback_is_announced(self):
-        if os.geteuid() != 0:
-            # Any non-root user cannot write /var/cache: check directly.
-            uid_runs = None
-        else:
-            uid_runs = pwd.getpwnam('nobody')
+        # Any non-root user cannot write /var/cache: check directly.
+        uid_runs = 'nobody' if os.geteuid() == 0 else None
         self.addCleanup(main.load_config, [])
         home = self.useFixture(fixtures.TempDir()).path
         os.chmod(home, 0o777)
-        read_end, write_end = os.pipe()
-        child = os.fork()
-        if child == 0:  # pragma: no cover - runs in the child
-            status = 1
-            try:
-                os.close(read_end)
-                if uid_runs is not None:
-                    os.setgroups([])
-                    os.setgid(uid_runs.pw_gid)
-                    os.setuid(uid_runs.pw_uid)
-                os.environ['HOME'] = home
-                main.load_config([])
-                args = main.build_parser().parse_args(
-                    ['check', '--ports', '1'])
-                err = io.StringIO()
-                with contextlib.redirect_stderr(err):
-                    chosen = probe_cmd.cache_dir(args)
-                os.write(write_end, f'{chosen}\n{err.getvalue()}'.encode())
-                status = 0
-            finally:
-                os._exit(status)
-        os.close(write_end)
-        with os.fdopen(read_end) as answer:
-            chosen, _, warning = answer.read().partition('\n')
-        self.assertEqual(0, os.waitpid(child, 0)[1])
+
+        def choose():
+            os.environ['HOME'] = home
+            main.load_config([])
+            args = main.build_parser().parse_args(['check', '--ports', '1'])
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                chosen = probe_cmd.cache_dir(args)
+            return f'{chosen}\n{err.getvalue()}'
+        chosen, _, warning = as_user.run_as(uid_runs, choose).partition('\n')
         if os.access(conf.probe.DEFAULT_CACHE_DIR, os.W_OK) and not uid_runs:
             self.fail('run this test as root or as a user who cannot '
                       'write /var/cache/pcie-sched')
