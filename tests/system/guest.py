@@ -69,7 +69,25 @@ if [ -n "$expect" ]; then
             -lt "$expect" ] && [ $waited -lt 900 ]; do
         sleep 1; waited=$((waited + 1))
     done
-    sleep 5
+    # Drivers bind and take their vectors after a device appears: wait
+    # until every virtio device has a driver and no vector was added for
+    # a second (at most 60 s), rather than for a fixed time.
+    last=none
+    settled=0
+    while [ $settled -lt 60 ]; do
+        unbound=0
+        vectors=0
+        for dev in /sys/bus/pci/devices/*; do
+            [ "$(cat $dev/vendor)" = 0x1af4 ] || continue
+            [ -e $dev/driver ] || unbound=$((unbound + 1))
+            [ -d $dev/msi_irqs ] && \
+                vectors=$((vectors + $(ls $dev/msi_irqs | wc -l)))
+        done
+        [ ! -s /modules ] && break
+        [ $unbound -eq 0 ] && [ "$vectors" = "$last" ] && break
+        last=$vectors
+        sleep 1; settled=$((settled + 1))
+    done
     for dev in /sys/bus/pci/devices/*; do
         [ "$(cat $dev/vendor)" = 0x1af4 ] || continue
         state=BARS-OK
