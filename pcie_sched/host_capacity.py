@@ -79,6 +79,16 @@ _WARNED: ty.Set[ty.Tuple[str, ty.Any]] = set()
 _WARNED_MAX = 4096
 
 
+def parsed_capacities() -> ty.Mapping[ty.Any, ty.Optional[int]]:
+    """Published values parsed so far, for a hot loop to read directly.
+
+    Keys are strings only. Read-only for callers; an absent value means
+    "not parsed yet", not "invalid", so a miss must go through
+    :func:`parse_capacity_cached`.
+    """
+    return _PARSED
+
+
 def reset_caches() -> None:
     """Forget parsed values and warnings given (tests; a config reload)."""
     _PARSED.clear()
@@ -95,6 +105,12 @@ def parse_capacity_cached(value: ty.Any, source: str = SOURCE_STATS,
         the warning; only formatted when a new bad value is seen, so the
         cached path costs one dictionary lookup.
     """
+    if type(value) is not str:
+        # Only strings are cached: nova stores stats and metadata as
+        # strings, and as dictionary keys 16, 16.0 and True == 1 would
+        # share an entry although only the int is a valid value.
+        return _parse_or_warn(value, (type(value).__name__, repr(value)),
+                              source, where)
     try:
         parsed = _PARSED[value]
     except KeyError:
@@ -103,9 +119,6 @@ def parse_capacity_cached(value: ty.Any, source: str = SOURCE_STATS,
             _PARSED.clear()
         _PARSED[value] = parsed
         return parsed
-    except TypeError:  # unhashable: a broken host, parse it directly
-        return _parse_or_warn(value, (type(value).__name__, repr(value)),
-                              source, where)
     if (parsed is None and value is not None and
             (source, value) not in _WARNED):
         # Seen before, but from the other source: name this one too.

@@ -84,7 +84,22 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
         # once per request rather than once per member host.
         aggregate_memo = {}
         capacity_of = self._capacity
+        known = host_capacity.parsed_capacities().get
+        key = spec.HOST_CAPACITY_KEY
         for host_state in filter_obj_list:
+            if not beyond_guest:
+                # The common case, inlined: a published value parsed for an
+                # earlier host that is big enough. Anything else (no or new
+                # value, a broken host, a rejection to log) takes the full
+                # path below.
+                try:
+                    stats = host_state.stats
+                    published = known(stats.get(key)) if stats else None
+                except Exception:  # the full path logs it
+                    published = None
+                if published is not None and published >= needed:
+                    passing.append(host_state)
+                    continue
             try:
                 max_ports, source = capacity_of(host_state, aggregate_memo)
             except Exception:  # a broken host must not fail the request

@@ -103,6 +103,18 @@ class TestMalformedValueWarnings(testtools.TestCase):
         for line in lines:
             self.assertIn(f'accepted: {spec.ACCEPTED}', line)
 
+    def test_values_equal_as_keys_are_parsed_apart(self):
+        # 16.0 == 16 and True == 1 as dictionary keys; only ints and
+        # digit strings are capacities, whatever was parsed first.
+        for valid, invalid in ((16, 16.0), (1, True), ('16', b'16')):
+            self.assertEqual(int(valid),
+                             host_capacity.parse_capacity_cached(valid))
+            self.assertIsNone(host_capacity.parse_capacity_cached(invalid))
+            self.assertEqual(int(valid),
+                             host_capacity.parse_capacity_cached(valid))
+        self.assertEqual(3, len(self.log.output.splitlines()),
+                         self.log.output)
+
     def test_origin_that_cannot_describe_itself(self):
         class Broken:
             @property
