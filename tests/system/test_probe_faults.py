@@ -235,3 +235,21 @@ class TestCacheFaults(FaultTestCase):
         self.assertIn(readonly.reason, document['cache_error'])
         self.assertEqual(before, sorted(os.listdir(self.cache)))
         self.assertNothingLeft()
+
+    def test_full_cache_keeps_the_measured_result(self):
+        from pcie_sched import payload
+        from tests import full_dir
+        full = self.useFixture(full_dir.FullDir(self.cache))
+        payload.disk_image('x86_64', 'bios', self.cache)
+        full.fill()
+        before = sorted(os.listdir(self.cache))
+        run = self.find_max(self.cache, '--no-cache')
+        out, err = run.communicate(timeout=500)
+        self.assertEqual(0, run.returncode, err)
+        document = json.loads(out)
+        self.assertEqual(232, document['max_ports'])
+        self.assertEqual(1, document['boots'])
+        self.assertIn(f'cache_dir={self.cache!r}', document['cache_error'])
+        self.assertIn(full.reason, document['cache_error'])
+        self.assertEqual(before, sorted(os.listdir(self.cache)))
+        self.assertNothingLeft()
