@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import fixtures
@@ -20,6 +21,10 @@ from pcie_sched import topology
 
 
 VIRTLOGD_SOCKET = '/run/libvirt/virtlogd-sock'
+KVM_DEVICE = '/dev/kvm'
+QEMU_CONF = '/etc/libvirt/qemu.conf'
+BIND_AND_EXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                             'bind_and_exec.py')
 #: libvirtd asks QEMU for its capabilities with a daemonized QEMU whose
 #: QMP socket lives here; stopped mid-probe, libvirtd leaves it running.
 CAPABILITY_PROBE_DIR = b'/var/lib/libvirt/qemu/qmp-'
@@ -70,11 +75,13 @@ class LibvirtDaemon(fixtures.Fixture):
         # libvirt tests share one stestr worker (see .stestr.conf), so any
         # capability probe that appears from here on is this daemon's.
         self.probes_before = capability_probes()
+        command = ['libvirtd', '--config', config, '--timeout', '900',
+                   '--pid-file', os.path.join(self.workdir, 'libvirtd.pid')]
+        if os.path.exists(KVM_DEVICE):
+            command = self._isolated(command)
         self.process = subprocess.Popen(
-            ['libvirtd', '--config', config, '--timeout', '900',
-             '--pid-file', os.path.join(self.workdir, 'libvirtd.pid')],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            command, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
         self.addCleanup(self._stop)
         deadline = time.monotonic() + 60
         while True:
@@ -88,6 +95,35 @@ class LibvirtDaemon(fixtures.Fixture):
                                        'libvirtd running?): ' +
                                        out.read()[-2000:])
             time.sleep(0.3)
+
+    def _isolated(self, command):
+        """``command`` in a mount namespace where /dev/kvm is unusable.
+
+        The guests here run under TCG. Where /dev/kvm exists but only
+        root may open it (no udev rule giving it to the kvm group, as on
+        this project's CI machines), libvirt 9.0 probes QEMU's
+        capabilities with KVM, then finds its qemu user cannot use KVM
+        and throws the probe away, on every lookup: each ``virsh
+        define`` re-probes QEMU for minutes. A placeholder file over
+        /dev/kvm makes the probe and the check agree (no KVM), so libvirt
+        probes once and keeps the result. libvirt cannot carry a file
+        mounted on /dev into a guest's private /dev, so this daemon's
+        qemu.conf (Debian's defaults otherwise) turns those off.
+        """
+        if shutil.which('unshare') is None:
+            raise RuntimeError('unshare not found: install the Debian '
+                               'package util-linux')
+        placeholder = os.path.join(self.workdir, 'no-kvm')
+        with open(placeholder, 'w'):
+            pass
+        os.chmod(placeholder, 0o600)
+        qemu_conf = os.path.join(self.workdir, 'qemu.conf')
+        with open(qemu_conf, 'w') as handle:
+            handle.write('namespaces = []\n')
+        return (['unshare', '--mount', '--propagation', 'private', '--',
+                 sys.executable, BIND_AND_EXEC,
+                 f'{placeholder}:{KVM_DEVICE}', f'{qemu_conf}:{QEMU_CONF}',
+                 '--'] + command)
 
     def _stop(self):
         for domain in self.virsh('list', '--all', '--name',
