@@ -206,7 +206,7 @@ def arch_from_cpu_info(cpu_info: ty.Any) -> ty.Optional[str]:
 def _arch_from_json(cpu_info: str) -> ty.Optional[str]:
     try:
         arch = json.loads(cpu_info).get('arch')
-    except (ValueError, AttributeError):
+    except Exception:  # also RecursionError from deeply nested JSON
         return None
     return arch if isinstance(arch, str) else None
 

@@ -42,6 +42,7 @@ import tempfile
 import time
 import typing as ty
 
+from oslo_config import cfg
 from oslo_log import log as logging
 
 from pcie_sched import capacity
@@ -449,9 +450,15 @@ def load_cached(arch: str, machine: str, firmware: str,
     """The cached find-max result for this host's current binaries."""
     try:
         key = fingerprint(arch, machine, firmware)
-    except hostinfo.HostError:
+        path = _cache_path(cache_dir or default_cache_dir(), key)
+    except (hostinfo.HostError, OSError, cfg.Error) as exc:
+        # nova-compute asks on every resource update: a bad cache_dir or
+        # a vanished firmware file must fall back to the model, not stop
+        # the node from reporting.
+        LOG.warning('No measured capacity for %(arch)s %(machine)s: '
+                    '%(error)s', {'arch': arch, 'machine': machine,
+                                  'error': exc})
         return None
-    path = _cache_path(cache_dir or default_cache_dir(), key)
     try:
         with open(path) as handle:
             document = json.load(handle)
@@ -558,12 +565,28 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
             # Every count would fail the same way; a maximum of 0 cached
             # for this firmware would be wrong, so measure nothing.
             raise ProbeError(f'firmware={firmware!r}: {result.detail}')
+        if result.outcome == QEMU_ERROR:
+            # Counts past the root bus are never booted, so QEMU refusing
+            # to start says nothing about ports (KVM missing, a bad
+            # option); caching it as a maximum would reject this host
+            # until the next upgrade.
+            raise ProbeError(f'ports={count}: QEMU failed to start '
+                             f'({result.detail}); accepted: a QEMU and '
+                             f'firmware that start, then find-max again')
         return result.outcome == BOOTED
 
     if strategy == 'model':
         best = _model_guided(model.max_ports, limit, boots)
     else:
         best = _bisect(0, limit + 1, boots)
+    if not any(outcome == BOOTED for _, outcome, _ in steps):
+        # Not even the smallest count booted: the host, not the port
+        # count, is what fails; store nothing rather than a maximum of 0.
+        tried = ', '.join(f'{count}: {outcome}'
+                          for count, outcome, _ in steps)
+        raise ProbeError(f'no port count booted ({tried}); accepted: a '
+                         f'QEMU and firmware that boot, then find-max '
+                         f'again')
     result = FindMaxResult(
         best, len(steps), round(time.monotonic() - start, 3),
         model.max_ports, model.limited_by, strategy, key, tuple(steps))

@@ -68,12 +68,13 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
             vcpus = getattr(spec_obj.flavor, 'vcpus', None)
             if CONF.pcie_sched.enforce_guest_vector_limit:
                 guest_limit = host_capacity.guest_vector_limit(vcpus, reserve)
+            # Read here: a bad value in nova.conf raises on access.
+            accept_unknown = CONF.pcie_sched.unknown_host_policy == 'accept'
         except Exception as exc:  # never let a bad request break scheduling
             LOG.warning('PciHotplugPortsFilter: no host can take instance '
                         '%(uuid)s: %(error)s',
                         {'uuid': _instance_uuid(spec_obj), 'error': exc})
             return []
-        accept_unknown = CONF.pcie_sched.unknown_host_policy == 'accept'
         # Per request, not per host: only then can an x86_64 host's answer
         # be the guest's limit rather than its own.
         beyond_guest = guest_limit is not None and needed > guest_limit

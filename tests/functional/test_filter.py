@@ -137,6 +137,25 @@ class TestFilterBehaviour(FilterTestCase):
         flt = pci_hotplug_ports.PciHotplugPortsFilter()
         self.assertIs(hosts, flt.filter_all(hosts, request))
 
+    def test_bad_policy_in_the_config_file_passes_no_host(self):
+        from oslo_config import fixture as config_fixture
+
+        from pcie_sched import conf as pcie_conf
+        # As read from nova.conf: oslo checks the choice only on access.
+        self.useFixture(config_fixture.Config(pcie_conf.CONF)).\
+            load_raw_values(group='pcie_sched', unknown_host_policy='rejct')
+        hosts = [support.make_host('a', max_ports=255)]
+        self.assertEqual([], self.run_filter(
+            hosts, support.make_request(ports(16))))
+        self.assertIn('rejct', self.filter_log.output)
+
+    def test_deeply_nested_cpu_info_is_an_unknown_architecture(self):
+        nested = '[' * 100000 + ']' * 100000
+        hosts = [support.make_host('deep', cpu_info=nested)]
+        self.assertEqual([], self.run_filter(
+            hosts, support.make_request(ports(16))))
+        self.assertIsNone(host_capacity.arch_from_cpu_info(nested))
+
     def test_invalid_spec_passes_no_host_and_logs_once(self):
         hosts = [support.make_host(f'h{i}', max_ports=255) for i in range(5)]
         request = support.make_request(ports('abc'))

@@ -5,11 +5,15 @@ import os
 import stat
 
 import fixtures
+from oslo_config import fixture as config_fixture
+import testscenarios
 import testtools
 
 from pcie_sched import hostinfo
 from pcie_sched import payload
 from pcie_sched import probe
+
+load_tests = testscenarios.load_tests_apply_scenarios
 
 
 class TestConsole(testtools.TestCase):
@@ -201,6 +205,45 @@ class TestCache(testtools.TestCase):
         probe.store_or_warn(os.path.join(closed, 'c'), self.result('k'),
                             said.append)
         self.assertEqual([], [line for line in said if closed in line])
+
+
+class TestNothingBootsIsNotAMaximum(testtools.TestCase):
+    """A QEMU that never starts is an error, never a cached 0."""
+
+    scenarios = [
+        ('qemu_error', dict(outcome=probe.QEMU_ERROR,
+                            detail='-accel kvm: failed to initialize kvm',
+                            expected='QEMU failed to start')),
+        ('hangs_everywhere', dict(outcome=probe.HANG, detail='',
+                                  expected='no port count booted')),
+    ]
+
+    def test_error_and_nothing_stored(self):
+        cache = self.useFixture(fixtures.TempDir()).path
+
+        def boot(arch, machine, firmware, count, **options):
+            return probe.BootResult(self.outcome, 0.1, count, arch,
+                                    machine, firmware, detail=self.detail)
+        self.useFixture(fixtures.MonkeyPatch(
+            'pcie_sched.probe.boot', boot))
+        error = self.assertRaises(
+            probe.ProbeError, probe.find_max, 'x86_64', 'q35', 'bios',
+            use_cache=False, cache_dir=cache)
+        self.assertIn(self.expected, str(error))
+        self.assertIn('accepted:', str(error))
+        self.assertEqual([], [name for name in os.listdir(cache)
+                              if name.startswith('find-max-')])
+
+
+class TestLoadCachedNeverRaises(testtools.TestCase):
+
+    def test_bad_cache_dir_option_falls_back_to_the_model(self):
+        from pcie_sched import conf
+        fixture = self.useFixture(config_fixture.Config(conf.CONF))
+        # As if read from nova.conf: oslo only checks the type on access.
+        fixture.load_raw_values(group='pcie_sched_probe',
+                                cache_dir='relative/dir')
+        self.assertIsNone(probe.load_cached_max('x86_64', 'q35', 'bios'))
 
 
 class TestFingerprintMemo(testtools.TestCase):
