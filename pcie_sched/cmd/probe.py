@@ -93,11 +93,18 @@ def boot_options(args) -> dict:
             'accel': args.accel or group.accel}
 
 
+#: Signals that end the probe like Ctrl-C. QEMU runs in a session of its
+#: own, so a hang-up (a dropped SSH session) never reaches it: without
+#: unwinding, it would be left running.
+INTERRUPTING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 def terminate_as_interrupt() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every cleanup handler runs."""
+    """These signals unwind like Ctrl-C, so every cleanup handler runs."""
     def handler(signum, frame):
         raise KeyboardInterrupt()
-    signal.signal(signal.SIGTERM, handler)
+    for signum in INTERRUPTING_SIGNALS:
+        signal.signal(signum, handler)
 
 
 def run(args) -> int:

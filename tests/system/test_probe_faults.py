@@ -52,7 +52,7 @@ class FaultTestCase(testtools.TestCase):
 
 
 class TestSignalsDuringCli(FaultTestCase):
-    """SIGINT and SIGTERM unwind find-max like Ctrl-C, mid-boot.
+    """SIGINT, SIGTERM and SIGHUP unwind find-max like Ctrl-C, mid-boot.
 
     A single ``--ports`` boot is covered in test_probe_boots.TestCleanup;
     here the signal lands inside find-max, which must neither leave QEMU
@@ -64,6 +64,8 @@ class TestSignalsDuringCli(FaultTestCase):
                                  command=['--find-max', '--no-cache'])),
         ('sigterm_find_max', dict(signum=signal.SIGTERM,
                                   command=['--find-max', '--no-cache'])),
+        ('sighup_find_max', dict(signum=signal.SIGHUP,
+                                 command=['--find-max', '--no-cache'])),
     ]
 
     def test_signal_leaves_nothing(self):
