@@ -1,6 +1,7 @@
 """``pcie-sched check``: can this host boot guests with N hotplug ports?"""
 
 import time
+import typing as ty
 
 from pcie_sched import capacity
 from pcie_sched.cmd import capacity as capacity_cmd
@@ -9,6 +10,7 @@ from pcie_sched.cmd import probe as probe_cmd
 from pcie_sched import conf
 from pcie_sched import host_capacity
 from pcie_sched import probe
+from pcie_sched import spec
 
 
 def register(subparsers) -> None:
@@ -42,7 +44,26 @@ def default_cold_plugged() -> int:
         ephemeral_gb=0, swap_mb=0, pci_devices=0, rng=True)
 
 
+def _out_of_range(args) -> ty.Optional[str]:
+    """The first option whose value no guest could have, said plainly."""
+    for option, value, low, high in (
+            ('--ports', args.ports, spec.MIN_PORTS, spec.MAX_PORTS),
+            ('--cold-plugged', args.cold_plugged, 0, spec.MAX_PORTS),
+            ('--vcpus', args.vcpus, 1, None)):
+        if value is None:
+            continue
+        if value < low or (high is not None and value > high):
+            accepted = (f'{low} to {high}' if high is not None else
+                        f'{low} or more')
+            return f'{option}={value}; accepted: {accepted}'
+    return None
+
+
 def run(args) -> int:
+    problem = _out_of_range(args)
+    if problem:
+        output.error(problem)
+        return 2
     probe_cmd.terminate_as_interrupt()
     started = time.monotonic()
     machine = args.machine or capacity_cmd.default_machine(args.arch)

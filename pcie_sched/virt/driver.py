@@ -135,11 +135,13 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
             # No host can help: the guest itself would not survive.
             raise exception.BuildAbortException(
                 instance_uuid=instance.uuid,
-                reason=f'{requested} free hotplug ports + {len(cold)} for '
-                       f'cold-plugged devices = {needed} root ports, but a '
+                # nova cuts fault messages at 255 characters: the key,
+                # value and accepted range come first.
+                reason=f'{_spec_key(instance)}={requested}; accepted: 0 to '
+                       f'{max(guest_limit - len(cold), 0)}: with '
+                       f'{len(cold)} cold-plugged, {needed} root ports; a '
                        f'guest with {vcpus} vCPU(s) runs out of interrupt '
-                       f'vectors above {guest_limit}; use more vCPUs or '
-                       f'fewer ports')
+                       f'vectors above {guest_limit}')
         firmware = _firmware_kind(guest)
         limit = self.pci_hotplug_ports_max(arch, machine, firmware)
         if needed > limit:

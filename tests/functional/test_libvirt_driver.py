@@ -15,6 +15,7 @@ from nova.tests.functional.libvirt import base
 from nova.virt.libvirt import driver as libvirt_driver
 import testscenarios
 
+from pcie_sched import host_capacity
 from pcie_sched import placement
 from pcie_sched import spec
 from pcie_sched import topology
@@ -361,6 +362,12 @@ class TestGuestLimitInTheDriver(DriverTestBase):
         self.assertIn('runs out of interrupt vectors',
                       server['fault']['message'])
         self.assertIn('1 vCPU(s)', server['fault']['message'])
+        self.assertIn(f'image property {spec.IMAGE_KEY}=200',
+                      server['fault']['message'])
+        # networks='none', no ephemeral: nova's 4 cold-plugged devices.
+        accepted = host_capacity.guest_vector_limit(1, 4) - 4
+        self.assertIn(f'; accepted: 0 to {accepted}:',
+                      server['fault']['message'])
 
 
 class TestScheduling(DriverTestBase):

@@ -5,6 +5,7 @@ import io
 import os
 
 import fixtures
+import testscenarios
 import testtools
 
 from pcie_sched.cmd import main
@@ -12,6 +13,8 @@ from pcie_sched.cmd import probe as probe_cmd
 from pcie_sched import conf
 from pcie_sched import probe
 from tests import as_user
+
+load_tests = testscenarios.load_tests_apply_scenarios
 
 
 class TestConfigFiles(testtools.TestCase):
@@ -117,3 +120,25 @@ class TestUnwritableDefault(testtools.TestCase):
         self.assertIn("cache_dir='/var/cache/pcie-sched' (the default) is "
                       "not writable", warning)
         self.assertIn('nova-compute does not read', warning)
+
+
+class TestCheckRefusesImpossibleCounts(testtools.TestCase):
+
+    scenarios = [
+        ('negative_ports', dict(argv=['--ports', '-2'],
+                                said='--ports=-2; accepted: 0 to 255')),
+        ('too_many_ports', dict(argv=['--ports', '256'],
+                                said='--ports=256; accepted: 0 to 255')),
+        ('negative_cold', dict(argv=['--cold-plugged', '-1'],
+                               said='--cold-plugged=-1; accepted: 0 to')),
+        ('no_vcpus', dict(argv=['--vcpus', '0'],
+                          said='--vcpus=0; accepted: 1 or more')),
+    ]
+
+    def test_refused_before_any_boot(self):
+        from pcie_sched.cmd import check
+        args = main.build_parser().parse_args(['check'] + self.argv)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            self.assertEqual(2, check.run(args))
+        self.assertIn(self.said, err.getvalue())
