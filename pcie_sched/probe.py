@@ -95,8 +95,8 @@ SECURE_BOOT_REFUSED = 'Secure Boot refused the unsigned probe payload'
 
 
 LOG = logging.getLogger(__name__)
-#: Cache files already reported as unreadable, so the periodic resource
-#: update logs each once.
+#: Cache files (and cache lookups that failed) already reported, so the
+#: periodic resource update logs each once.
 _WARNED_UNREADABLE: ty.Set[str] = set()
 
 
@@ -454,10 +454,11 @@ def load_cached(arch: str, machine: str, firmware: str,
     except (hostinfo.HostError, OSError, cfg.Error) as exc:
         # nova-compute asks on every resource update: a bad cache_dir or
         # a vanished firmware file must fall back to the model, not stop
-        # the node from reporting.
-        LOG.warning('No measured capacity for %(arch)s %(machine)s: '
-                    '%(error)s', {'arch': arch, 'machine': machine,
-                                  'error': exc})
+        # the node from reporting, and is said once, not every minute.
+        message = f'{arch} {machine}: {exc}'
+        if message not in _WARNED_UNREADABLE:
+            _WARNED_UNREADABLE.add(message)
+            LOG.warning('No measured capacity for %s', message)
         return None
     try:
         with open(path) as handle:
