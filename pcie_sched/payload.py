@@ -25,6 +25,8 @@ import subprocess  # nosec B404  # argument lists only, no shell
 import tempfile
 import typing as ty
 
+from pcie_sched import interrupts
+
 MARKER = 'PCIE-SCHED-PAYLOAD-REACHED'
 
 _GRUB_CFG = f'echo {MARKER}\nhalt\n'
@@ -209,5 +211,6 @@ def disk_image(arch: str, firmware: str, cache_dir: str,
         os.chmod(staged, SHARED_FILE_MODE)
         os.replace(staged, path)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        with interrupts.held():
+            shutil.rmtree(workdir, ignore_errors=True)
     return path

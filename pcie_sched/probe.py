@@ -47,6 +47,7 @@ from oslo_log import log as logging
 
 from pcie_sched import capacity
 from pcie_sched import hostinfo
+from pcie_sched import interrupts
 from pcie_sched import payload
 from pcie_sched import topology
 
@@ -308,7 +309,10 @@ def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
                                extra_devices, disk_bus)
         stderr_path = os.path.join(workdir, 'qemu.stderr')
         start = time.monotonic()
-        with open(stderr_path, 'wb') as stderr:
+        # A Ctrl-C inside Popen, after the fork but before ``process`` is
+        # bound, would leave QEMU running in its own session unknown to
+        # the cleanup below: the signal waits until the handle is held.
+        with open(stderr_path, 'wb') as stderr, interrupts.held():
             process = subprocess.Popen(  # nosec B603
                 command, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=stderr,
@@ -324,8 +328,10 @@ def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
         # QEMU failed: a full temp file system or an unusable binary.
         raise ProbeError(_temp_dir_error(exc)) from exc
     finally:
-        _stop(process)
-        shutil.rmtree(workdir, ignore_errors=True)
+        # A second Ctrl-C while QEMU is reaped must not skip the rest.
+        with interrupts.held():
+            _stop(process)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _watch(process, serial_path, stderr_path, start, timeout,
@@ -495,20 +501,24 @@ def load_cached_max(arch: str, machine: str, firmware: str,
 
 def _store(cache_dir: str, result: FindMaxResult) -> None:
     payload.make_shared_dir(cache_dir)
-    handle, staged = tempfile.mkstemp(prefix='.find-max-', dir=cache_dir)
-    try:
-        with os.fdopen(handle, 'w') as out:
-            # mkstemp makes 0600 files; nova-compute, usually not the user
-            # who probed, must read the result. It holds no secret.
-            os.fchmod(out.fileno(), payload.SHARED_FILE_MODE)
-            document = result.to_dict()
-            document.pop('cached')
-            document.pop('cache_error')
-            json.dump(document, out, indent=2, sort_keys=True)
-        os.replace(staged, _cache_path(cache_dir, result.fingerprint))
-    except BaseException:
-        os.unlink(staged)
-        raise
+    # Milliseconds of work: held whole, a Ctrl-C cannot land between
+    # mkstemp and the cleanup that removes the staged file.
+    with interrupts.held():
+        handle, staged = tempfile.mkstemp(prefix='.find-max-',
+                                          dir=cache_dir)
+        try:
+            with os.fdopen(handle, 'w') as out:
+                # mkstemp makes 0600 files; nova-compute, usually not the
+                # user who probed, must read the result. No secret in it.
+                os.fchmod(out.fileno(), payload.SHARED_FILE_MODE)
+                document = result.to_dict()
+                document.pop('cached')
+                document.pop('cache_error')
+                json.dump(document, out, indent=2, sort_keys=True)
+            os.replace(staged, _cache_path(cache_dir, result.fingerprint))
+        except BaseException:
+            os.unlink(staged)
+            raise
 
 
 def find_max(arch: str, machine: str, firmware: str = 'uefi', *,

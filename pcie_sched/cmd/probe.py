@@ -8,6 +8,7 @@ from pcie_sched.cmd import capacity as capacity_cmd
 from pcie_sched.cmd import output
 from pcie_sched import conf
 from pcie_sched.conf import probe as probe_conf
+from pcie_sched import interrupts
 from pcie_sched import probe
 
 
@@ -96,7 +97,8 @@ def boot_options(args) -> dict:
 #: Signals that end the probe like Ctrl-C. QEMU runs in a session of its
 #: own, so a hang-up (a dropped SSH session) never reaches it: without
 #: unwinding, it would be left running.
-INTERRUPTING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+INTERRUPTING_SIGNALS = tuple(signum for signum in interrupts.INTERRUPTS
+                             if signum != signal.SIGINT)
 
 
 def terminate_as_interrupt() -> None:

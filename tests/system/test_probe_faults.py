@@ -92,6 +92,55 @@ class TestSignalsDuringCli(FaultTestCase):
                               if name.startswith('find-max-')])
 
 
+class TestSignalInsideCriticalSections(FaultTestCase):
+    """Ctrl-C where a handler running at once would leave QEMU behind.
+
+    Each test sends SIGINT to this process from inside the section (real
+    Popen, real cleanup) and waits, so Python's KeyboardInterrupt handler
+    would run right there; the probe must defer it, clean up, then raise.
+    """
+
+    def _interrupt_self(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        # Python runs the handler at the next bytecode; give it plenty.
+        for _ in range(1000):
+            pass
+        time.sleep(0.2)
+
+    def test_ctrl_c_inside_popen_after_the_fork(self):
+        real_popen = subprocess.Popen
+
+        def popen_then_interrupted(command, *args, **kwargs):
+            started = real_popen(command, *args, **kwargs)
+            if 'qemu-system' in os.path.basename(command[0]):
+                # QEMU is forked and running; Popen has not returned yet.
+                self._interrupt_self()
+                calls.append(started.pid)
+            return started
+        calls = []
+        self.useFixture(fixtures.MonkeyPatch(
+            'pcie_sched.probe.subprocess.Popen', popen_then_interrupted))
+        self.assertRaises(KeyboardInterrupt, probe.boot, 'x86_64', 'q35',
+                          'uefi', 2, cache_dir=self.cache)
+        self.assertEqual(1, len(calls))
+        self.assertNothingLeft()
+
+    def test_second_ctrl_c_while_reaping_qemu(self):
+        real_stop = probe._stop
+        calls = []
+
+        def interrupted_stop(process):
+            calls.append(process.pid)
+            self._interrupt_self()
+            real_stop(process)
+        self.useFixture(fixtures.MonkeyPatch('pcie_sched.probe._stop',
+                                             interrupted_stop))
+        self.assertRaises(KeyboardInterrupt, probe.boot, 'x86_64', 'q35',
+                          'uefi', 2, cache_dir=self.cache)
+        self.assertEqual(1, len(calls))
+        self.assertNothingLeft()
+
+
 class TestQemuDies(FaultTestCase):
 
     def test_killed_qemu_is_a_qemu_error(self):
