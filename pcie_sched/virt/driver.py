@@ -38,7 +38,7 @@ CONF = pcie_conf.CONF
 
 
 class HotplugPortsUnavailable(exception.BuildAbortException):
-    """This host's QEMU + firmware + machine cannot boot the guest.
+    """The guest's hotplug ports cannot be given on this host.
 
     A BuildAbortException, not a reschedule: the alternates nova would
     try come from the same scheduler pass, picked by PciHotplugPortsFilter
@@ -48,10 +48,14 @@ class HotplugPortsUnavailable(exception.BuildAbortException):
     host's limit into the instance fault. A host with a newer QEMU may
     boot what this one cannot; the scheduler finds it when the count is in
     the flavor (see doc/source/compute.rst).
+
+    The guest config is built again on hard reboot, resize and migration
+    too, where nova's "Build of instance ... aborted" would mislead: the
+    message names neither. nova cuts fault messages at 255 characters, so
+    the prefix stays short and the reason leads with key and value.
     """
 
-    # BuildAbortException's own format: nova cuts the fault message at
-    # 255 characters, so the reason must come early and stay short.
+    msg_fmt = 'PCIe hotplug ports for instance %(instance_uuid)s: %(reason)s'
 
 
 class _PlannedGuest(vconfig.LibvirtConfigGuest):
@@ -105,7 +109,7 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
                 instance.flavor.extra_specs, instance.system_metadata,
                 image_key=spec.SYSTEM_METADATA_KEY)
         except spec.InvalidHotplugPortsSpec as exc:
-            raise exception.BuildAbortException(
+            raise HotplugPortsUnavailable(
                 instance_uuid=instance.uuid, reason=str(exc))
         if requested is None:
             return guest
@@ -118,7 +122,7 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
         try:
             capacity.parse_machine(arch, machine)
         except capacity.UnsupportedMachine:
-            raise exception.BuildAbortException(
+            raise HotplugPortsUnavailable(
                 instance_uuid=instance.uuid,
                 reason=f'{spec.FLAVOR_KEY}={requested} needs a PCI Express '
                        f'machine type; accepted: q35 on x86_64, virt on '
@@ -133,7 +137,7 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
                        CONF.pcie_sched.enforce_guest_vector_limit else None)
         if guest_limit is not None and needed > guest_limit:
             # No host can help: the guest itself would not survive.
-            raise exception.BuildAbortException(
+            raise HotplugPortsUnavailable(
                 instance_uuid=instance.uuid,
                 # nova cuts fault messages at 255 characters: the key,
                 # value and accepted range come first.

@@ -11,6 +11,7 @@ import fixtures
 from lxml import etree
 from nova import conf as nova_conf
 from nova import context as nova_context
+from nova.tests.functional.api import client as api_client
 from nova.tests.functional.libvirt import base
 from nova.virt.libvirt import driver as libvirt_driver
 import testscenarios
@@ -203,8 +204,9 @@ class TestGuestTopology(DriverTestBase):
         self.assertIsNotNone(cold, fault)
         error = self.assertRaises(topology.TopologyError, topology.plan, 250,
                                   int(cold.group(1)), 'x86_64', 'q35')
-        self.assertEqual(f'Build of instance {server["id"]} aborted: image '
-                         f'property {spec.IMAGE_KEY}=250: {error}', fault)
+        self.assertEqual(f'PCIe hotplug ports for instance {server["id"]}: '
+                         f'image property {spec.IMAGE_KEY}=250: {error}',
+                         fault)
 
     def test_image_property_the_scheduler_cannot_see(self):
         # nova drops unknown image properties before scheduling, so only
@@ -226,7 +228,7 @@ class TestGuestTopology(DriverTestBase):
         driver = self.computes['compute1'].driver
         limit = driver.pci_hotplug_ports_max('x86_64', 'q35', 'bios')
         self.assertEqual(
-            f'Build of instance {server["id"]} aborted: image property '
+            f'PCIe hotplug ports for instance {server["id"]}: image property '
             f'{spec.IMAGE_KEY}=250 needs {250 + cold} root ports ({cold} '
             f'cold-plugged), x86_64 q35 bios on this host boots at most '
             f'{limit}: accepted 0 to {limit - cold}', fault)
@@ -320,6 +322,25 @@ class TestAddressStability(DriverTestBase):
     def test_hard_reboot(self):
         self._reboot_server(self.server, hard=True)
         self.assertSameLayout('hard reboot')
+
+    def test_hard_reboot_after_the_host_limit_dropped(self):
+        # A host re-probed lower (a firmware downgrade) or an operator's
+        # override: the guest no longer fits at its next hard reboot, and
+        # the fault must not call the reboot a build.
+        self.flags(max_ports_override=8, group='pcie_sched_compute')
+        # The framework turns nova's RPC casts into calls, so the compute
+        # error also comes back to this API request as a 500; in a cloud
+        # the request returns 202 and only the instance shows it.
+        self.assertRaises(api_client.OpenStackApiException,
+                          self.api.post_server_action, self.server['id'],
+                          {'reboot': {'type': 'HARD'}})
+        server = self._wait_for_state_change(self.server, 'ERROR')
+        fault = server['fault']['message']
+        self.assertNotIn('Build of instance', fault)
+        self.assertRegex(
+            fault, f'^PCIe hotplug ports for instance {server["id"]}: '
+                   f'{spec.FLAVOR_KEY}=16 needs [0-9]+ root ports .* boots at '
+                   f'most 8: accepted 0 to [0-9]+$')
 
     def test_rebuild(self):
         self._rebuild_server(self.server, self.glance.image1['id'])
