@@ -201,6 +201,39 @@ class TestFilterBehaviour(FilterTestCase):
         self.assertEqual(['tiny'], self.run_filter(
             hosts, support.make_request(ports(64), rebuild=True)))
 
+    def test_mixed_hosts_keep_their_order(self):
+        # Hosts decided by the stats shortcut and by the full path (no
+        # stat, aggregate, model, a value not seen before, a broken one)
+        # come back in the handler's order, as nova's weighers see them.
+        shared = support.make_aggregate(7, '64', name='rack7')
+        hosts = [support.make_host('stats-big', max_ports=200),
+                 support.make_host('model-q35'),
+                 support.make_host('stats-small', max_ports=8),
+                 support.make_host('aggregate', aggregates=[shared]),
+                 support.make_host('stats-new-value', max_ports=201),
+                 support.make_host('vmware', hypervisor_type='VMware'),
+                 support.make_host('stats-bad', max_ports='lots'),
+                 support.make_host('stats-big-again', max_ports=200)]
+        request = support.make_request(ports(16))
+        # An invalid stat is ignored with a warning: the model decides.
+        expected = ['stats-big', 'model-q35', 'aggregate',
+                    'stats-new-value', 'stats-bad', 'stats-big-again']
+        # Twice: the second request finds every value already parsed.
+        for _ in range(2):
+            self.assertEqual(expected, self.run_filter(hosts, request))
+        flt = pci_hotplug_ports.PciHotplugPortsFilter()
+        self.assertEqual(expected, [host.host for host in hosts
+                                    if flt.host_passes(host, request)])
+
+    def test_one_host_with_unreadable_stats_does_not_fail_the_others(self):
+        hosts = [support.make_host(f'h{index}', max_ports=64)
+                 for index in range(3)]
+        hosts[1].stats = None  # not a dict: the shortcut cannot read it
+        request = support.make_request(ports(16))
+        for _ in range(2):
+            self.assertEqual(['h0', 'h1', 'h2'],
+                             self.run_filter(hosts, request))
+
     def test_host_passes_agrees_with_filter_all(self):
         flt = pci_hotplug_ports.PciHotplugPortsFilter()
         request = support.make_request(ports(16))
