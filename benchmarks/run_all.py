@@ -1,7 +1,8 @@
 """Run every benchmark and write results for the docs (tox -e bench).
 
-Filter cost, guest boot time against ports (with the port property and
-packing comparison) and find-max model-guided against bisection. The
+Filter cost (timed, and counted by callgrind), guest boot time against
+ports (with the port property and packing comparison) and find-max
+model-guided against bisection. The
 QEMU benchmarks run one after the other, one boot at a time.
 
     python benchmarks/run_all.py [--quick]
@@ -16,6 +17,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks import boot_time  # noqa: E402
 from benchmarks import filter_cost  # noqa: E402
+from benchmarks import filter_work  # noqa: E402
 from benchmarks import find_max  # noqa: E402
 
 
@@ -27,6 +29,8 @@ def main(argv=None):
     if args.quick:
         filter_cost.main(['--hosts', '100', '1000', '--chain-hosts', '1000',
                           '--repeat', '3'])
+        filter_work.main(['--hosts', '100', '1000', '--chain-hosts', '1000',
+                          '--sources', 'stats'])
         boot_time.main(['--ports', '0', '16', '--machines', 'q35-bios',
                         '--repeat', '1', '--variants', '--variant-machine',
                         'q35-bios', '--variant-ports', '16',
@@ -34,6 +38,7 @@ def main(argv=None):
         find_max.main(['--targets', 'q35-bios'])
     else:
         filter_cost.main([])
+        filter_work.main([])
         boot_time.main(['--variants'])
         find_max.main([])
     return 0

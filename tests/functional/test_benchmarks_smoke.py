@@ -11,6 +11,7 @@ import testtools
 
 from benchmarks import boot_time
 from benchmarks import filter_cost
+from benchmarks import filter_work
 from benchmarks import find_max
 from pcie_sched import probe
 
@@ -42,6 +43,29 @@ class TestBenchmarksRun(testtools.TestCase):
                          [c['with_pci_hotplug_ports']
                           for c in document['chain']])
         self.assertTrue(os.path.exists(os.path.join(self.out, 'filter.rst')))
+
+    def test_filter_work(self):
+        # Real valgrind (bindep.txt): the child counts, the parent writes.
+        self.assertEqual(0, filter_work.main(
+            ['--hosts', '20', '40', '--chain-hosts', '20', '--sources',
+             'stats', '--out', self.out, '--no-plot']))
+        with open(os.path.join(self.out, 'filter_work.json')) as handle:
+            document = json.load(handle)
+        self.assertEqual(
+            {(size, name) for size in (20, 40) for name in filter_work.CASES},
+            {(row['hosts'], row['filter']) for row in document['filters']})
+        for row in document['filters'] + document['chain']:
+            self.assertGreater(row['Ir'], 0, row)
+            self.assertEqual(row['hosts'], row['passed'], row)
+        self.assertEqual([None, 'AllHostsFilter', 'PciHotplugPortsFilter'],
+                         [row['added'] for row in document['chain']])
+        # Counting is deterministic: nova's per-host path costs far more
+        # instructions than nothing, whatever else runs on the machine.
+        without, floor, _ = document['chain']
+        self.assertGreater(floor['Ir'], without['Ir'])
+        self.assertTrue(document['verdicts'])
+        self.assertTrue(os.path.exists(
+            os.path.join(self.out, 'filter_work.rst')))
 
     def _boot_time(self, *argv):
         self.assertEqual(0, boot_time.main([*argv, '--out', self.out]))
