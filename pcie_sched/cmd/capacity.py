@@ -1,20 +1,31 @@
 """``pcie-sched capacity``: what the capacity model predicts, and why."""
 
+import typing as ty
+
 from pcie_sched import capacity
 from pcie_sched.cmd import output
 from pcie_sched import hostinfo
 from pcie_sched import topology
 
 
-def add_machine_arguments(parser, firmware_help: str = '') -> None:
-    """Arguments shared by every subcommand that names a guest machine."""
+def add_machine_arguments(parser, firmware_help: str = '',
+                          machine_help: str = '',
+                          firmware_default: ty.Optional[str] = 'uefi'
+                          ) -> None:
+    """Arguments shared by every subcommand that names a guest machine.
+
+    ``--machine`` defaults to None (each command picks its machine, most
+    with :func:`default_machine`); ``firmware_default=None`` lets a
+    command tell an explicit ``--firmware`` from none, with its own help.
+    """
     parser.add_argument('--arch', default='x86_64', choices=capacity.ARCHES,
                         help='guest architecture (default: %(default)s)')
     parser.add_argument('--machine', default=None,
-                        help="machine type, e.g. q35, pc-q35-7.2, virt, "
-                             "virt-2.11 or 'virt,highmem=off' (default: q35 "
-                             "on x86_64, virt on aarch64)")
-    parser.add_argument('--firmware', default='uefi',
+                        help=machine_help or
+                        "machine type, e.g. q35, pc-q35-7.2, virt, "
+                        "virt-2.11 or 'virt,highmem=off' (default: q35 "
+                        "on x86_64, virt on aarch64)")
+    parser.add_argument('--firmware', default=firmware_default,
                         help=firmware_help or 'uefi (OVMF/AAVMF) or bios '
                                               '(SeaBIOS); default: uefi')
 

@@ -2,6 +2,10 @@
 
 import platform
 import socket
+import sys
+import typing as ty
+
+from oslo_config import cfg
 
 from pcie_sched import capacity
 from pcie_sched.cmd import capacity as capacity_cmd
@@ -33,7 +37,16 @@ def register(subparsers) -> None:
                              'cached in [pcie_sched_probe] cache_dir (pass '
                              'nova-compute\'s nova.conf with --config-file), '
                              'else the capacity model)')
-    capacity_cmd.add_machine_arguments(parser)
+    capacity_cmd.add_machine_arguments(
+        parser, firmware_default=None,
+        machine_help="machine type whose capacity is published, e.g. q35, "
+                     "pc-q35-7.2 or virt (default, as the compute driver "
+                     "chooses it: this arch's entry in [libvirt] "
+                     "hw_machine_type of the config files read, else q35 "
+                     "on x86_64, virt on aarch64)",
+        firmware_help='uefi (OVMF/AAVMF) or bios (SeaBIOS) (default, as '
+                      'the compute driver chooses it: [pcie_sched_compute] '
+                      'firmware of the config files read, uefi if unset)')
     parser.set_defaults(arch=_host_arch())
     output.add_format_argument(parser)
     parser.set_defaults(func=run)
@@ -42,6 +55,76 @@ def register(subparsers) -> None:
 def _host_arch() -> str:
     arch = platform.machine()
     return arch if arch in capacity.ARCHES else 'x86_64'
+
+
+#: nova's option, declared the same way (a ListOpt of ``arch=machine``).
+#: It is read through a ConfigOpts of its own, never registered on the
+#: global cfg.CONF: nova (imported in the same process by the driver and
+#: the tests) registers its own there and refuses a different duplicate,
+#: and the CLI must not need nova installed.
+_HW_MACHINE_TYPE = cfg.ListOpt('hw_machine_type')
+
+
+def nova_machine_type(sources: ty.Sequence[str],
+                      arch: str) -> ty.Optional[str]:
+    """``arch``'s entry in ``[libvirt] hw_machine_type``, or None.
+
+    Read from the same ``--config-file``/``--config-dir`` sources as the
+    other options, and matched exactly as nova's
+    ``libvirt.utils.get_default_machine_type`` does: the first
+    ``arch=machine`` entry for ``arch`` wins, entries without a machine
+    are skipped.
+    """
+    if not sources:
+        return None
+    loaded = cfg.ConfigOpts()
+    loaded.register_opt(_HW_MACHINE_TYPE, group='libvirt')
+    loaded(list(sources), project=None, prog='pcie-sched',
+           default_config_files=[], default_config_dirs=[], use_env=False)
+    for mapping in loaded.libvirt.hw_machine_type or ():
+        host_arch, _, machine_type = mapping.partition('=')
+        if machine_type and host_arch == arch:
+            return machine_type
+    return None
+
+
+def machine_and_firmware(args) -> ty.Tuple[str, str, str, str]:
+    """(machine, its source, firmware, its source) as the driver picks them.
+
+    nova-compute's driver reports the capacity of ``[libvirt]
+    hw_machine_type`` for the host arch with ``[pcie_sched_compute]
+    firmware``; unless given on the command line, publish uses the same,
+    so both look up the same cached probe result and write the same
+    traits. Sources: ``option``, ``config`` (the config files read) or
+    ``default``.
+    """
+    if args.machine:
+        machine, machine_source = args.machine, 'option'
+    else:
+        machine = nova_machine_type(args.config_sources, args.arch)
+        machine_source = 'config'
+        if machine is None:
+            machine = capacity_cmd.default_machine(args.arch)
+            machine_source = 'default'
+            if args.config_sources and args.arch == 'x86_64':
+                # nova's own default for x86_64 is 'pc', for which the
+                # driver reports no capacity and removes these traits.
+                print(f'pcie-sched: warning: no {args.arch} entry in '
+                      f'[libvirt] hw_machine_type in the config files '
+                      f'read; publishing for {machine}, but the compute '
+                      f'driver would use nova\'s default machine type '
+                      f'(pc), report no capacity and remove these traits; '
+                      f'accepted: hw_machine_type = x86_64=q35 in '
+                      f'nova-compute\'s nova.conf', file=sys.stderr)
+    if args.firmware:
+        firmware, firmware_source = args.firmware, 'option'
+    else:
+        firmware = conf.CONF.pcie_sched_compute.firmware
+        location = conf.CONF.get_location('firmware', 'pcie_sched_compute')
+        firmware_source = ('default'
+                           if location.location == cfg.Locations.opt_default
+                           else 'config')
+    return machine, machine_source, firmware, firmware_source
 
 
 def host_capacity_and_source(arch: str, machine: str, firmware: str):
@@ -62,14 +145,20 @@ def host_capacity_and_source(arch: str, machine: str, firmware: str):
 
 
 def run(args) -> int:
-    machine = args.machine or capacity_cmd.default_machine(args.arch)
     host = args.host or socket.getfqdn()
+    try:
+        machine, machine_source, firmware, firmware_source = (
+            machine_and_firmware(args))
+    except (cfg.Error, ValueError) as exc:
+        output.error(f'{exc}; accepted: readable oslo.config files '
+                     f'(--config-file, --config-dir) with valid values')
+        return 2
     try:
         if args.max_ports is not None:
             max_ports, source = args.max_ports, 'option'
         else:
             max_ports, source = host_capacity_and_source(
-                args.arch, machine, args.firmware)
+                args.arch, machine, firmware)
         placement.traits_for_capacity(max_ports)
         adapter = placement.connect(cloud=args.cloud)
         provider = placement.find_provider(adapter, host)
@@ -82,10 +171,19 @@ def run(args) -> int:
     # this command disagree about shows up instead of passing silently.
     summary['capacity_source'] = source
     summary['cache_dir'] = probe.default_cache_dir()
+    # What the capacity was looked up for, and where each came from, so a
+    # machine type or firmware that differs from nova-compute's shows.
+    summary['arch'] = args.arch
+    summary['machine'] = machine
+    summary['machine_source'] = machine_source
+    summary['firmware'] = firmware
+    summary['firmware_source'] = firmware_source
     if args.format == 'json':
         output.emit_json(summary)
     else:
         state = 'updated' if summary['changed'] else 'already up to date'
-        print(f'{host}: {max_ports} root ports ({source}), traits {state} '
+        print(f'{host}: {max_ports} root ports ({source}) for {args.arch} '
+              f'{machine} ({machine_source}) {firmware} ({firmware_source}), '
+              f'traits {state} '
               f'(+{len(summary["added"])} -{len(summary["removed"])})')
     return 0

@@ -6,12 +6,38 @@ import socket
 import subprocess
 import sys
 
+import fixtures
 import testtools
 
 from pcie_sched import placement
+from pcie_sched import probe
 from tests.functional import placement_server
 
 FOREIGN = ['HW_CPU_X86_AVX2', 'CUSTOM_OTHER_TEAM']
+
+
+def run_publish(url, workdir, *extra):
+    """``pcie-sched publish`` for provider compute1 at ``url``, as JSON."""
+    config = os.path.join(workdir, 'clouds.yaml')
+    with open(config, 'w') as handle:
+        json.dump({'clouds': {'test': {
+            'auth_type': 'admin_token',
+            'auth': {'endpoint': url, 'token': 'admin'}}}}, handle)
+    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=config)
+    return subprocess.run(
+        [sys.executable, '-m', 'pcie_sched.cmd.main', 'publish',
+         '--cloud', 'test', '--host', 'compute1', '--format', 'json',
+         *extra], env=env, capture_output=True, text=True, timeout=120,
+        cwd=workdir)
+
+
+def store_measured(cache_dir, arch, machine, firmware, max_ports):
+    """A find-max result cached under this host's key, as the probe does."""
+    key = probe.fingerprint(arch, machine, firmware)
+    probe._store(cache_dir, probe.FindMaxResult(
+        max_ports=max_ports, boots=1, seconds=1.0, model_max_ports=232,
+        limited_by='root-bus-slots', strategy='model', fingerprint=key,
+        steps=((max_ports, 'booted', 1.0),)))
 
 
 class PlacementTestCase(testtools.TestCase):
@@ -130,21 +156,12 @@ class TestPublish(PlacementTestCase):
 
 class TestPublishCommand(PlacementTestCase):
 
-    def publish(self, *extra):
-        workdir = self.useFixture(__import__('fixtures').TempDir()).path
-        config = os.path.join(workdir, 'clouds.yaml')
-        with open(config, 'w') as handle:
-            json.dump({'clouds': {'test': {
-                'auth_type': 'admin_token',
-                'auth': {'endpoint': self.server.url, 'token': 'admin'}}}},
-                handle)
-        env = dict(os.environ, OS_CLIENT_CONFIG_FILE=config)
-        result = subprocess.run(
-            [sys.executable, '-m', 'pcie_sched.cmd.main', 'publish',
-             '--cloud', 'test', '--host', 'compute1', '--format', 'json',
-             *extra], env=env, capture_output=True, text=True, timeout=120,
-            cwd=workdir)
+    def publish(self, *extra, warnings=None):
+        workdir = self.useFixture(fixtures.TempDir()).path
+        result = run_publish(self.server.url, workdir, *extra)
         self.assertEqual(0, result.returncode, result.stderr)
+        if warnings is not None:
+            warnings.append(result.stderr)
         return json.loads(result.stdout)
 
     def test_cli_with_clouds_yaml(self):
@@ -166,6 +183,104 @@ class TestPublishCommand(PlacementTestCase):
         self.assertEqual('override', summary['capacity_source'])
         self.assertEqual(set(FOREIGN) | placement.traits_for_capacity(40),
                          set(self.traits()['traits']))
+
+    def compute_conf(self, text):
+        """nova-compute's config with a cache of measured results."""
+        workdir = self.useFixture(fixtures.TempDir()).path
+        cache_dir = os.path.join(workdir, 'cache')
+        nova_conf = os.path.join(workdir, 'nova-cpu.conf')
+        with open(nova_conf, 'w') as handle:
+            handle.write(f'[pcie_sched_probe]\ncache_dir = {cache_dir}\n'
+                         f'{text}')
+        return nova_conf, cache_dir
+
+    def test_machine_and_firmware_are_the_compute_drivers(self):
+        # The driver looks its capacity up for [libvirt] hw_machine_type
+        # (this arch's entry) and [pcie_sched_compute] firmware; publish
+        # must find the same cached result, not the one for q35/uefi.
+        nova_conf, cache_dir = self.compute_conf(
+            '[libvirt]\nhw_machine_type = x86_64=pc-q35-7.2,aarch64=virt\n'
+            '[pcie_sched_compute]\nfirmware = bios\n')
+        store_measured(cache_dir, 'x86_64', 'pc-q35-7.2', 'bios', 77)
+        store_measured(cache_dir, 'x86_64', 'q35', 'uefi', 50)
+        warnings = []
+        summary = self.publish('--arch', 'x86_64', '--config-file',
+                               nova_conf, warnings=warnings)
+        self.assertEqual(set(FOREIGN) | placement.traits_for_capacity(77),
+                         set(self.traits()['traits']))
+        self.assertEqual('measured', summary['capacity_source'])
+        self.assertEqual(
+            {'arch': 'x86_64', 'machine': 'pc-q35-7.2',
+             'machine_source': 'config', 'firmware': 'bios',
+             'firmware_source': 'config'},
+            {key: summary[key] for key in ('arch', 'machine',
+                                           'machine_source', 'firmware',
+                                           'firmware_source')})
+        self.assertEqual([''], warnings)
+
+    def test_explicit_machine_and_firmware_win(self):
+        nova_conf, cache_dir = self.compute_conf(
+            '[libvirt]\nhw_machine_type = x86_64=pc-q35-7.2\n'
+            '[pcie_sched_compute]\nfirmware = bios\n')
+        store_measured(cache_dir, 'x86_64', 'pc-q35-7.2', 'bios', 77)
+        store_measured(cache_dir, 'x86_64', 'pc-q35-7.2', 'uefi', 66)
+        store_measured(cache_dir, 'x86_64', 'q35', 'bios', 55)
+
+        summary = self.publish('--arch', 'x86_64', '--config-file',
+                               nova_conf, '--firmware', 'uefi')
+        self.assertEqual(('measured', 'pc-q35-7.2', 'config', 'uefi',
+                          'option'),
+                         (summary['capacity_source'], summary['machine'],
+                          summary['machine_source'], summary['firmware'],
+                          summary['firmware_source']))
+        self.assertEqual(set(FOREIGN) | placement.traits_for_capacity(66),
+                         set(self.traits()['traits']))
+
+        summary = self.publish('--arch', 'x86_64', '--config-file',
+                               nova_conf, '--machine', 'q35')
+        self.assertEqual(('measured', 'q35', 'option', 'bios', 'config'),
+                         (summary['capacity_source'], summary['machine'],
+                          summary['machine_source'], summary['firmware'],
+                          summary['firmware_source']))
+        self.assertEqual(set(FOREIGN) | placement.traits_for_capacity(55),
+                         set(self.traits()['traits']))
+
+    def test_defaults_without_nova_settings(self):
+        # No config file: q35 and uefi, as before.
+        warnings = []
+        summary = self.publish('--arch', 'x86_64', '--max-ports', '8',
+                               warnings=warnings)
+        self.assertEqual(('q35', 'default', 'uefi', 'default'),
+                         (summary['machine'], summary['machine_source'],
+                          summary['firmware'], summary['firmware_source']))
+        self.assertEqual([''], warnings)
+
+        # A config file without either option: the same defaults, and a
+        # warning, since nova-compute would then use nova's own 'pc'.
+        nova_conf, cache_dir = self.compute_conf(
+            '[libvirt]\nhw_machine_type = aarch64=virt,x86_64\n')
+        store_measured(cache_dir, 'x86_64', 'q35', 'uefi', 50)
+        summary = self.publish('--arch', 'x86_64', '--config-file',
+                               nova_conf, warnings=warnings)
+        self.assertEqual(('measured', 'q35', 'default', 'uefi', 'default'),
+                         (summary['capacity_source'], summary['machine'],
+                          summary['machine_source'], summary['firmware'],
+                          summary['firmware_source']))
+        self.assertEqual(set(FOREIGN) | placement.traits_for_capacity(50),
+                         set(self.traits()['traits']))
+        self.assertIn('no x86_64 entry in [libvirt] hw_machine_type',
+                      warnings[1])
+        self.assertIn("nova's default machine type (pc)", warnings[1])
+
+    def test_aarch64_entry_is_used_for_aarch64(self):
+        # The arch picks the entry; --max-ports keeps the model out.
+        nova_conf, _ = self.compute_conf(
+            '[libvirt]\nhw_machine_type = x86_64=q35,aarch64=virt-7.2\n')
+        summary = self.publish('--arch', 'aarch64', '--max-ports', '8',
+                               '--config-file', nova_conf)
+        self.assertEqual(('virt-7.2', 'config', 'uefi', 'default'),
+                         (summary['machine'], summary['machine_source'],
+                          summary['firmware'], summary['firmware_source']))
 
 
 class TestUnreachable(testtools.TestCase):

@@ -21,10 +21,13 @@ from oslo_config import cfg
 
 from pcie_sched import conf as pcie_conf
 from pcie_sched import hostinfo
+from pcie_sched import placement
 from pcie_sched import probe
 from pcie_sched import spec
 from tests import as_user
+from tests.functional import placement_server
 from tests.functional import test_libvirt_driver
+from tests.functional import test_placement
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -61,6 +64,15 @@ def cached_max_as(user):
         return json.dumps({'uid': os.geteuid(), 'max_ports': found,
                            'why': why})
     return json.loads(as_user.run_as(user, read))
+
+
+def reported_capacity(test):
+    """Each compute node's capacity stat, as the scheduler sees it."""
+    context = nova_context.get_admin_context()
+    manager = test.scheduler.manager.host_manager
+    return {state.host: state.stats.get(spec.HOST_CAPACITY_KEY)
+            for state in manager.get_host_states_by_uuids(
+                context, list(test.compute_rp_uuids.values()), None)}
 
 
 class TestMeasuredCapacityReachesCompute(
@@ -105,11 +117,7 @@ class TestMeasuredCapacityReachesCompute(
                    group='pcie_sched_compute')
 
     def published(self):
-        context = nova_context.get_admin_context()
-        manager = self.scheduler.manager.host_manager
-        return {state.host: state.stats.get(spec.HOST_CAPACITY_KEY)
-                for state in manager.get_host_states_by_uuids(
-                    context, list(self.compute_rp_uuids.values()), None)}
+        return reported_capacity(self)
 
     def test_probe_result_is_what_the_compute_node_reports(self):
         result = run_cli(self.nova_conf)
@@ -152,3 +160,74 @@ class TestMeasuredCapacityReachesCompute(
             self.assertNotEqual(0, seen['uid'])
             self.assertEqual(measured['max_ports'] - 100, seen['max_ports'],
                              seen['why'])
+
+
+class TestPublishAgreesWithCompute(test_libvirt_driver.DriverTestBase):
+    """``pcie-sched publish`` writes the traits the driver writes.
+
+    With a machine type and firmware other than the CLI's own defaults
+    (q35, uefi) in nova.conf, both must look up the same cached probe
+    result, or they rewrite each other's traits on every resource update.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.workdir = self.useFixture(fixtures.TempDir()).path
+        self.cache_dir = os.path.join(self.workdir, 'cache')
+        self.nova_conf = os.path.join(self.workdir, 'nova-cpu.conf')
+        with open(self.nova_conf, 'w') as handle:
+            handle.write(
+                '[DEFAULT]\n'
+                f'compute_driver = {test_libvirt_driver.DRIVER}\n'
+                '[libvirt]\n'
+                'hw_machine_type = x86_64=pc-q35-7.2,aarch64=virt\n'
+                '[pcie_sched_compute]\n'
+                'firmware = bios\n'
+                '[pcie_sched_probe]\n'
+                f'cache_dir = {self.cache_dir}\n')
+        test_placement.store_measured(self.cache_dir, 'x86_64',
+                                      'pc-q35-7.2', 'bios', 77)
+        # What publish looked up before it read nova.conf's choices.
+        test_placement.store_measured(self.cache_dir, 'x86_64', 'q35',
+                                      'uefi', 50)
+
+    def use_compute_config(self):
+        """Give the compute service what its nova.conf says."""
+        loaded = cfg.ConfigOpts()
+        pcie_conf.register_opts(loaded)
+        loaded.register_opt(cfg.ListOpt('hw_machine_type'), group='libvirt')
+        loaded(['--config-file', self.nova_conf], project='nova',
+               default_config_files=[], default_config_dirs=[])
+        self.flags(cache_dir=loaded.pcie_sched_probe.cache_dir,
+                   group='pcie_sched_probe')
+        self.flags(firmware=loaded.pcie_sched_compute.firmware,
+                   group='pcie_sched_compute')
+        self.flags(hw_machine_type=loaded.libvirt.hw_machine_type,
+                   group='libvirt')
+
+    def test_publish_writes_what_the_compute_node_reports(self):
+        self.use_compute_config()
+        self.start_compute('compute1')
+        self.assertEqual({'compute1': '77'}, reported_capacity(self))
+        by_driver = {trait for trait in self._get_provider_traits(
+            self.compute_rp_uuids['compute1']) if placement.owned(trait)}
+        self.assertEqual(placement.traits_for_capacity(77), by_driver)
+
+        # The same nova.conf, the CLI, a real Placement server.
+        server = self.useFixture(placement_server.PlacementServer())
+        adapter = server.connect().placement
+        provider = adapter.post('/resource_providers',
+                                json={'name': 'compute1'},
+                                microversion='1.20').json()['uuid']
+        result = test_placement.run_publish(
+            server.url, self.workdir, '--arch', 'x86_64',
+            '--config-file', self.nova_conf)
+        self.assertEqual(0, result.returncode, result.stderr)
+        by_cli = adapter.get(f'/resource_providers/{provider}/traits',
+                             microversion='1.6').json()['traits']
+        self.assertEqual(by_driver,
+                         {trait for trait in by_cli if placement.owned(trait)})
+        summary = json.loads(result.stdout)
+        self.assertEqual(('measured', 'pc-q35-7.2', 'bios'),
+                         (summary['capacity_source'], summary['machine'],
+                          summary['firmware']))

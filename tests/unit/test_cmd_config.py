@@ -94,6 +94,45 @@ class TestConfigFiles(testtools.TestCase):
                          probe_cmd.cache_dir(args))
 
 
+class TestPublishMachineType(testtools.TestCase):
+    """[libvirt] hw_machine_type is read as nova reads it."""
+
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+
+    def machine(self, value, arch='x86_64'):
+        from pcie_sched.cmd import publish
+        path = os.path.join(self.dir, 'nova.conf')
+        with open(path, 'w') as handle:
+            handle.write(f'[libvirt]\nhw_machine_type = {value}\n')
+        return publish.nova_machine_type(['--config-file', path], arch)
+
+    def test_entries_as_nova_matches_them(self):
+        self.assertEqual('pc-q35-7.2',
+                         self.machine('aarch64=virt, x86_64=pc-q35-7.2'))
+        self.assertEqual('virt', self.machine('x86_64=q35,aarch64=virt',
+                                              arch='aarch64'))
+        # First entry for the arch wins; one without a machine is skipped.
+        self.assertEqual('q35', self.machine('x86_64=q35,x86_64=pc'))
+        self.assertEqual('q35', self.machine('x86_64=,x86_64=q35'))
+        self.assertIsNone(self.machine('aarch64=virt'))
+        self.assertIsNone(self.machine(''))
+
+    def test_no_file_no_machine(self):
+        from pcie_sched.cmd import publish
+        self.assertIsNone(publish.nova_machine_type([], 'x86_64'))
+
+    def test_options_are_not_registered_on_the_global_conf(self):
+        # nova registers [libvirt] hw_machine_type on the same cfg.CONF
+        # and refuses a different duplicate; publish must not add one.
+        registered = conf.CONF._groups.get('libvirt')
+        before = dict(registered._opts) if registered else None
+        self.machine('x86_64=q35')
+        after = conf.CONF._groups.get('libvirt')
+        self.assertEqual(before, dict(after._opts) if after else None)
+
+
 class TestUnwritableDefault(testtools.TestCase):
     """A user who cannot write the default cache is told, not failed."""
 
