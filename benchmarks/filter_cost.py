@@ -83,19 +83,36 @@ class OneStatsReadFilter(filters.BaseHostFilter):
                 if host.stats.get(key, True)]
 
 
+def compute_stats(index):
+    """The stats nova's resource tracker keeps for a compute node.
+
+    nova.compute.stats counts instances per VM state, task state, OS type
+    and project, plus io_workload and failed_builds, so a real host's
+    stats are never empty even when it publishes no capacity: a filter
+    looking for a key that is absent must still read them.
+    """
+    return {'num_instances': '3', 'num_vm_active': '3',
+            'num_task_None': '3', 'num_os_type_linux': '3',
+            f'num_proj_project{index % 50}': '3', 'io_workload': '0',
+            'failed_builds': '0'}
+
+
 def build_hosts(count, source):
     if source == 'stats':
-        return [support.make_host(f'host{index}', max_ports=200)
+        return [support.make_host(f'host{index}', max_ports=200,
+                                  stats=compute_stats(index))
                 for index in range(count)]
     if source == 'model':
-        return [support.make_host(f'host{index}') for index in range(count)]
+        return [support.make_host(f'host{index}', stats=compute_stats(index))
+                for index in range(count)]
     # Every host is also in an availability-zone aggregate without the
     # key, as most are, so the filter looks at two aggregates per host.
     zone = support.make_aggregate(0, None, name='az1')
     racks = [support.make_aggregate(index + 1, '200', name=f'rack{index}')
              for index in range(-(-count // HOSTS_PER_AGGREGATE))]
-    return [support.make_host(f'host{index}', aggregates=[
-                zone, racks[index // HOSTS_PER_AGGREGATE]])
+    return [support.make_host(f'host{index}', stats=compute_stats(index),
+                              aggregates=[
+                                  zone, racks[index // HOSTS_PER_AGGREGATE]])
             for index in range(count)]
 
 

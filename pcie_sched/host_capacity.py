@@ -105,6 +105,10 @@ def parse_capacity_cached(value: ty.Any, source: str = SOURCE_STATS,
         the warning; only formatted when a new bad value is seen, so the
         cached path costs one dictionary lookup.
     """
+    if value is None:
+        # The key is absent: every host that publishes nothing, on every
+        # request, so it must not cost more than this test.
+        return None
     if type(value) is not str:
         # Only strings are cached: nova stores stats and metadata as
         # strings, and as dictionary keys 16, 16.0 and True == 1 would

@@ -25,6 +25,13 @@ FILTER_PATH = 'pcie_sched.filters.pci_hotplug_ports.PciHotplugPortsFilter'
 RESERVE = 5
 
 
+#: What nova.compute.stats keeps for every compute node.
+RESOURCE_TRACKER_STATS = {
+    'num_instances': '1', 'num_vm_active': '1', 'num_task_None': '1',
+    'num_os_type_linux': '1', 'num_proj_demo': '1', 'io_workload': '0',
+    'failed_builds': '0'}
+
+
 def ports(requested):
     return {spec.FLAVOR_KEY: str(requested)}
 
@@ -69,6 +76,14 @@ class TestCapacitySources(FilterTestCase):
                           neg=dict(aggregate_max=[-5],
                                    hypervisor_type='ironic')),
             'requested': 16, 'expected': ['one']}),
+        # A compute node's stats always hold nova's own counters; without
+        # the capacity key the next sources decide (aggregate, model).
+        ('resource_tracker_stats_only', {
+            'hosts': dict(
+                aggregate=dict(stats=RESOURCE_TRACKER_STATS,
+                               aggregate_max=[12]),
+                model=dict(stats=RESOURCE_TRACKER_STATS)),
+            'requested': 16, 'expected': ['model']}),
         # Broken stats fall through to the next source.
         ('malformed_stats', {
             'hosts': dict(a=dict(max_ports='lots', aggregate_max=[30])),
