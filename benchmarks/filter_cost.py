@@ -8,8 +8,9 @@ stats set also AggregateInstanceExtraSpecsFilter and
 ComputeCapabilitiesFilter with ``capabilities:stats:pci_hotplug_ports_max=
 '>= 20'`` (the crude baseline), and on every set a reference filter that
 only reads one stat per host (the memory floor of any stats-reading
-filter). Then nova's default enabled_filters chain
-with and without PciHotplugPortsFilter. Prints and records each target of
+filter). Hosts carry the stats nova's resource tracker keeps. Then
+nova's default enabled_filters chain alone and with AllHostsFilter, the
+one-read reference or PciHotplugPortsFilter appended. Prints and records each target of
 issue 7 as met or missed, and the machine it ran on.
 
     python benchmarks/filter_cost.py [--hosts 1000 10000 100000] [--repeat 7]
@@ -211,12 +212,20 @@ def default_chain(added=None):
 
 #: What is appended to nova's default chain, in the order timed: nothing,
 #: nova's filter that passes every host through the per-host path any
-#: BaseHostFilter uses (for scale) and ours.
+#: BaseHostFilter uses (for scale), the one-read reference (what reading
+#: each host's stats adds to a chain whose filters do not) and ours.
 CHAIN_ADDITIONS = (
     (None, None),
-    ('AllHostsFilter', all_hosts_filter.AllHostsFilter),
+    (FLOOR, all_hosts_filter.AllHostsFilter),
+    (ONE_READ, OneStatsReadFilter),
     ('PciHotplugPortsFilter', pci_hotplug_ports.PciHotplugPortsFilter),
 )
+
+
+def chain_growth(chain, added):
+    """How much ``added`` grows the chain: a fraction of the bare chain."""
+    rows = {row['added']: row for row in chain}
+    return rows[added]['seconds'] / rows[None]['seconds'] - 1
 
 
 def run(sizes, repeat, chain_size, collect=False, progress=None):
@@ -310,12 +319,13 @@ def verdicts(rows, chain):
                     'measured': f"{small['ratio_to_all_hosts']:.2f}x -> "
                                 f"{large['ratio_to_all_hosts']:.2f}x",
                     'met': growth <= TARGET_FLAT})
-    without, _, with_ours = chain
-    overhead = with_ours['seconds'] / without['seconds'] - 1
+    overhead = chain_growth(chain, 'PciHotplugPortsFilter')
     results.append({
-        'target': f"nova's default chain at {without['hosts']} hosts grows "
+        'target': f"nova's default chain at {chain[0]['hosts']} hosts grows "
                   f"by < {TARGET_CHAIN:.0%} with PciHotplugPortsFilter",
-        'measured': f'{overhead:+.1%}', 'met': overhead < TARGET_CHAIN})
+        'measured': f'{overhead:+.1%} (the one-read reference: '
+                    f'{chain_growth(chain, ONE_READ):+.1%})',
+        'met': overhead < TARGET_CHAIN})
     return results
 
 
@@ -387,16 +397,16 @@ def write(rows, chain, out_dir, plot=True, extra=None):
                   f"{row['ratio_to_all_hosts_paired_min']:.2f}-"
                   f"{row['ratio_to_all_hosts_paired_max']:.2f})",
                   f"     - {target}"]
-    without, floor, with_ours = chain
-    overhead = (with_ours['seconds'] / without['seconds'] - 1) * 100
-    floor_overhead = (floor['seconds'] / without['seconds'] - 1) * 100
-    lines += ['', f"nova's default filter chain at {without['hosts']} hosts: "
-                  f"{without['seconds'] * 1000:.1f} ms without, "
-                  f"{with_ours['seconds'] * 1000:.1f} ms with "
-                  f"PciHotplugPortsFilter ({overhead:+.1f} %); "
-                  f"{floor['seconds'] * 1000:.1f} ms with AllHostsFilter, "
-                  f"which passes every host through nova's per-host path "
-                  f"({floor_overhead:+.1f} %).", '']
+    lines += ['', f"nova's default filter chain at {chain[0]['hosts']} "
+                  f"hosts, best round (median), hosts passing:", '']
+    for row in chain:
+        growth = ('' if row['added'] is None else
+                  f", {chain_growth(chain, row['added']):+.1%}")
+        lines.append(f"- {row['added'] or 'default chain'}: "
+                     f"{row['seconds'] * 1000:.1f} ms "
+                     f"({row['seconds_median'] * 1000:.1f} ms){growth}; "
+                     f"{row['passed']} hosts pass")
+    lines.append('')
     missed = [v for v in document['verdicts'] if not v['met']]
     lines += [f"Targets: {len(document['verdicts']) - len(missed)} of "
               f"{len(document['verdicts'])} met.", '']

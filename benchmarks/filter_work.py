@@ -16,8 +16,9 @@ valgrind's callgrind and counts, for the handler call only:
     ``--ll-size`` bytes (default 32 MiB, one EPYC core complex's L3)
     because a virtual machine's CPUID often reports none or a wrong one.
 
-Each count is divided by the number of hosts, after subtracting a region
-with no handler call (the cost of switching the counting on and off).
+Each case is counted twice, around one handler call and around REPEAT
+calls; the difference (the switching of the counting cancels out) is
+divided by REPEAT - 1 calls and the number of hosts.
 Instrumentation starts off, so building 100k hosts runs at valgrind's
 uninstrumented speed; the handler calls run ~50-100x slower than native,
 which costs nothing here since nothing is timed.
@@ -272,22 +273,25 @@ def _plot(rows, path):
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot
-    figure, (work, misses) = pyplot.subplots(1, 2, figsize=(11, 4.5))
+    panels = (('Ir', 'instructions per host'),
+              ('D1mr', 'L1 data cache misses per host'),
+              ('DLmr', 'last-level data cache misses per host'))
+    figure, axes = pyplot.subplots(1, len(panels), figsize=(15, 4.5))
     series = {}
     for row in rows:
         label = f"{row['filter']} [{row['capacity_source']}]"
-        series.setdefault(label, []).append(
-            (row['hosts'], row['Ir'], row['D1mr']))
+        series.setdefault(label, []).append(row)
     for label, points in sorted(series.items()):
-        xs, irs, d1s = zip(*sorted(points))
-        work.plot(xs, irs, marker='o', label=label)
-        misses.plot(xs, d1s, marker='o', label=label)
-    for axis in (work, misses):
+        points.sort(key=lambda row: row['hosts'])
+        for axis, (event, _) in zip(axes, panels):
+            axis.plot([row['hosts'] for row in points],
+                      [row[event] for row in points], marker='o',
+                      label=label)
+    for axis, (_, title) in zip(axes, panels):
         axis.set_xscale('log')
         axis.set_xlabel('hosts')
-        axis.legend(fontsize=6)
-    work.set_ylabel('instructions per host')
-    misses.set_ylabel('L1 data cache misses per host')
+        axis.set_ylabel(title)
+    axes[0].legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
@@ -322,7 +326,7 @@ def main(argv=None):
     for tool in ('valgrind', 'callgrind_control'):
         if shutil.which(tool) is None:
             print(f'{tool} not found: install valgrind (bindep.txt, '
-                  f'profile bench)', file=sys.stderr)
+                  f'profile test)', file=sys.stderr)
             return 2
     work = tempfile.mkdtemp(prefix='pcie-sched-callgrind-')
     try:
