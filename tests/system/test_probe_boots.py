@@ -17,6 +17,7 @@ import testtools
 from pcie_sched import hostinfo
 from pcie_sched import probe
 from pcie_sched import topology
+from tests import ctrl_c
 from tests.system import leftovers
 
 load_tests = testscenarios.load_tests_apply_scenarios
@@ -241,6 +242,7 @@ class TestCleanup(ProbeTestCase):
 
     def test_sigint_during_cli_probe_leaves_nothing(self):
         import signal
+        self.useFixture(ctrl_c.CtrlCRaises())
         self.assertIn(b'interrupted', self._signal_cli_probe(signal.SIGINT))
 
     def test_sigterm_during_cli_probe_leaves_nothing(self):

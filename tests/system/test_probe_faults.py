@@ -18,6 +18,7 @@ import testscenarios
 import testtools
 
 from pcie_sched import probe
+from tests import ctrl_c
 from tests.system import leftovers
 
 load_tests = testscenarios.load_tests_apply_scenarios
@@ -28,6 +29,7 @@ class FaultTestCase(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.useFixture(fixtures.Timeout(600, gentle=True))
+        self.useFixture(ctrl_c.CtrlCRaises())
         self.cache = self.useFixture(fixtures.TempDir()).path
         self.temp_root = self.useFixture(fixtures.TempDir()).path
         self.useFixture(fixtures.MonkeyPatch('tempfile.tempdir',
