@@ -38,6 +38,7 @@ from nova.scheduler.filters import compute_capabilities_filter  # noqa
 from nova.scheduler.filters import compute_filter  # noqa: E402
 from nova.scheduler.filters import image_props_filter  # noqa: E402
 
+from benchmarks import verdicts as verdicts_report  # noqa: E402
 from pcie_sched.filters import pci_hotplug_ports  # noqa: E402
 from pcie_sched import spec  # noqa: E402
 from tests.functional import scheduler_support as support  # noqa: E402
@@ -118,14 +119,15 @@ def build_hosts(count, source):
             for index in range(count)]
 
 
-def time_once(handler, flt, hosts, request, collect):
+def time_once(handler, flts, hosts, request, collect):
+    """Seconds for one handler pass of ``flts`` and how many hosts passed."""
     if collect:
         gc.enable()
     else:
         gc.disable()
     try:
         start = time.perf_counter()
-        passed = handler.get_filtered_objects([flt], hosts, request)
+        passed = handler.get_filtered_objects(flts, hosts, request)
         elapsed = time.perf_counter() - start
     finally:
         gc.enable()
@@ -170,7 +172,7 @@ def measure(handler, hosts, cases, repeat, collect):
     for _ in range(repeat + 1):  # the first round warms caches, unrecorded
         floor = None
         for name, flt, request, _ in cases:
-            elapsed, passed[name] = time_once(handler, flt, hosts, request,
+            elapsed, passed[name] = time_once(handler, [flt], hosts, request,
                                               collect)
             if floor is None:
                 floor = elapsed
@@ -252,23 +254,14 @@ def run(sizes, repeat, chain_size, collect=False, progress=None):
     # on one round: twice the rounds, interleaved, best of each.
     for _ in range(2 * repeat):
         for name, added in CHAIN_ADDITIONS:
-            flts = default_chain(added)
             # The same garbage collector setting as the filter rows.
-            if collect:
-                gc.enable()
-            else:
-                gc.disable()
-            try:
-                start = time.perf_counter()
-                result = handler.get_filtered_objects(flts, hosts, request)
-                samples[name].append(time.perf_counter() - start)
-            finally:
-                gc.enable()
+            seconds, hosts_passed = time_once(
+                handler, default_chain(added), hosts, request, collect)
+            samples[name].append(seconds)
             # ComputeFilter drops hosts whose service has not reported for
             # service_down_time (60 s): a chain that passes no host stops
             # at its first filter and times nothing of the others.
-            passed[name] = min(passed.get(name, len(hosts)),
-                               len(result or []))
+            passed[name] = min(passed.get(name, len(hosts)), hosts_passed)
     for name, _ in CHAIN_ADDITIONS:
         # Within a round the chains run back to back, so a neighbour's
         # load mostly hits all of them: the per-round growth over the bare
@@ -433,9 +426,7 @@ def write(rows, chain, out_dir, plot=True, extra=None):
     missed = [v for v in document['verdicts'] if not v['met']]
     lines += [f"Targets: {len(document['verdicts']) - len(missed)} of "
               f"{len(document['verdicts'])} met.", '']
-    for verdict in document['verdicts']:
-        lines.append(f"- {'met' if verdict['met'] else '**missed**'}: "
-                     f"{verdict['target']}: {verdict['measured']}")
+    lines += verdicts_report.rst_lines(document['verdicts'])
     lines.append('')
     if plot:
         lines += ['.. image:: ../../benchmarks/results/filter.png', '']
@@ -500,9 +491,7 @@ def main(argv=None):
                             'repeat': args.repeat})
     print(describe_machine(document))
     print(json.dumps(document['chain']))
-    for verdict in document['verdicts']:
-        print(f"{'met   ' if verdict['met'] else 'MISSED'} "
-              f"{verdict['target']}: {verdict['measured']}")
+    verdicts_report.print_all(document['verdicts'])
     return 0
 
 

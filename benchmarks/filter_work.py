@@ -40,6 +40,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import verdicts as verdicts_report  # noqa: E402
+
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
 #: Set in the child that valgrind runs, to the file it writes results to.
 CHILD_ENV = 'PCIE_SCHED_FILTER_WORK_CHILD'
@@ -258,9 +260,7 @@ def write(document, out_dir, plot=True):
                      f"{row['D1mr']:.2f} D1 misses, {row['DLmr']:.2f} LL "
                      f"misses; {row['passed']} hosts pass")
     lines += ['']
-    for verdict in document['verdicts']:
-        lines.append(f"- {'met' if verdict['met'] else '**missed**'}: "
-                     f"{verdict['target']}: {verdict['measured']}")
+    lines += verdicts_report.rst_lines(document['verdicts'])
     lines.append('')
     if plot:
         lines += ['.. image:: ../../benchmarks/results/filter_work.png', '']
@@ -376,9 +376,7 @@ def main(argv=None):
                      'python': platform.python_version(),
                      'nova': nova.version.version_string()})
     write(document, args.out, plot=not args.no_plot)
-    for verdict in document['verdicts']:
-        print(f"{'met   ' if verdict['met'] else 'MISSED'} "
-              f"{verdict['target']}: {verdict['measured']}")
+    verdicts_report.print_all(document['verdicts'])
     return 0
 
 

@@ -75,6 +75,25 @@ def reported_capacity(test):
                 context, list(test.compute_rp_uuids.values()), None)}
 
 
+def use_compute_config(test, nova_conf):
+    """Give the test's compute service what ``nova_conf`` says.
+
+    Only the options the driver reads for capacity: the probe cache, the
+    firmware and the machine type per architecture.
+    """
+    loaded = cfg.ConfigOpts()
+    pcie_conf.register_opts(loaded)
+    loaded.register_opt(cfg.ListOpt('hw_machine_type'), group='libvirt')
+    loaded(['--config-file', nova_conf], project='nova',
+           default_config_files=[], default_config_dirs=[])
+    test.flags(cache_dir=loaded.pcie_sched_probe.cache_dir,
+               group='pcie_sched_probe')
+    test.flags(firmware=loaded.pcie_sched_compute.firmware,
+               group='pcie_sched_compute')
+    test.flags(hw_machine_type=loaded.libvirt.hw_machine_type,
+               group='libvirt')
+
+
 class TestMeasuredCapacityReachesCompute(
         test_libvirt_driver.DriverTestBase):
 
@@ -106,15 +125,7 @@ class TestMeasuredCapacityReachesCompute(
         os.chmod(self.nova_conf, 0o644)
 
     def use_compute_config(self):
-        """Give the compute service what its nova.conf says."""
-        loaded = cfg.ConfigOpts()
-        pcie_conf.register_opts(loaded)
-        loaded(['--config-file', self.nova_conf], project='nova',
-               default_config_files=[], default_config_dirs=[])
-        self.flags(cache_dir=loaded.pcie_sched_probe.cache_dir,
-                   group='pcie_sched_probe')
-        self.flags(firmware=loaded.pcie_sched_compute.firmware,
-                   group='pcie_sched_compute')
+        use_compute_config(self, self.nova_conf)
 
     def published(self):
         return reported_capacity(self)
@@ -192,18 +203,7 @@ class TestPublishAgreesWithCompute(test_libvirt_driver.DriverTestBase):
                                       'uefi', 50)
 
     def use_compute_config(self):
-        """Give the compute service what its nova.conf says."""
-        loaded = cfg.ConfigOpts()
-        pcie_conf.register_opts(loaded)
-        loaded.register_opt(cfg.ListOpt('hw_machine_type'), group='libvirt')
-        loaded(['--config-file', self.nova_conf], project='nova',
-               default_config_files=[], default_config_dirs=[])
-        self.flags(cache_dir=loaded.pcie_sched_probe.cache_dir,
-                   group='pcie_sched_probe')
-        self.flags(firmware=loaded.pcie_sched_compute.firmware,
-                   group='pcie_sched_compute')
-        self.flags(hw_machine_type=loaded.libvirt.hw_machine_type,
-                   group='libvirt')
+        use_compute_config(self, self.nova_conf)
 
     def test_publish_writes_what_the_compute_node_reports(self):
         self.use_compute_config()
