@@ -99,15 +99,18 @@ _Q35 = _Machine(
 
 #: aarch64 virt: the GPEX host bridge sits at 00.0. From machine type 3.0
 #: QEMU maps a 256 MiB ECAM above 4 GiB (the "high ECAM"; the compat
-#: options of virt-2.12 and older still turn it off); older machine types,
-#: and any virt machine with highmem off (or, from QEMU 8.0, highmem-ecam
-#: off), only have the 16 MiB ECAM below 4 GiB, i.e. 16 buses, so the
-#: 16th port gets no bus number, AAVMF's PCI enumeration fails as a whole
-#: and the guest stops in the UEFI shell without its disks. Measured on
-#: QEMU 7.2: virt-2.12 with 16 ports stops in the shell, virt-3.0 with 17
-#: boots. QEMU also drops the high ECAM when it does not fit the guest's
-#: physical address space (a KVM host with a small IPA size and a lot of
-#: guest RAM); the model cannot see that.
+#: options of virt-2.12 and older still turn it off, and from QEMU 8.0 an
+#: explicit highmem-ecam=on turns it back on: measured, virt-2.12 with
+#: highmem-ecam=on boots 248 ports); older machine types without that
+#: option, and any virt machine with highmem off (or, from QEMU 8.0,
+#: highmem-ecam off), only have the 16 MiB ECAM below 4 GiB, i.e. 16 buses,
+#: so the 16th port gets no bus number, AAVMF's PCI enumeration fails as a
+#: whole and the guest stops in the UEFI shell without its disks. Measured
+#: on QEMU 7.2: virt-2.12 with 16 ports stops in the shell, virt-3.0 with
+#: 17 boots (QEMU 10.0 boots 15 on virt-2.12 too). QEMU also drops the
+#: high ECAM when it does not fit the guest's physical address space (a
+#: KVM host with a small IPA size and a lot of guest RAM); the model
+#: cannot see that.
 _VIRT_HIGH_ECAM = _Machine(
     reserved_devices={0x00: 'GPEX host bridge'},
     ecam_bytes=256 * MIB,
@@ -119,8 +122,8 @@ _VIRT_HIGH_ECAM = _Machine(
 )
 _VIRT_LOW_ECAM = dataclasses.replace(
     _VIRT_HIGH_ECAM, ecam_bytes=16 * MIB,
-    ecam_source='virt low ECAM window of 16 MiB (machine type before 3.0, '
-                'or highmem/highmem-ecam off)')
+    ecam_source='virt low ECAM window of 16 MiB (machine types before '
+                'virt-3.0 have no high ECAM)')
 #: First virt machine type with the high ECAM window.
 VIRT_HIGH_ECAM_SINCE = (3, 0)
 #: First QEMU with the virt machine option highmem-ecam (QEMU 7.2 refuses
@@ -186,11 +189,12 @@ GUEST_VECTORS = 'guest-vectors'
 class UnsupportedMachine(ValueError):
     """The model has nothing to say about this machine."""
 
-    def __init__(self, what: str, value: ty.Any, accepted: str) -> None:
+    def __init__(self, what: str, value: ty.Any, accepted: str,
+                 reason: str = 'is not supported') -> None:
         self.what = what
         self.value = value
         self.accepted = accepted
-        super().__init__(f'{what}={value!r} is not supported; accepted: '
+        super().__init__(f'{what}={value!r} {reason}; accepted: '
                          f'{accepted}')
 
 
@@ -285,11 +289,71 @@ def qemu_version_from_hypervisor_version(version: int) -> ty.Tuple[int, int]:
 _MACHINE = re.compile(
     r'(?P<base>q35|pc-q35-(?P<q35v>\d+\.\d+)|virt|virt-(?P<virtv>\d+\.\d+))')
 
+#: QEMU's spellings of a boolean machine property (``highmem=off``).
+_ON = ('on', 'yes', 'true')
+_OFF = ('off', 'no', 'false')
+
+#: The machine options the model knows, per family: each changes a budget
+#: (see :func:`_machine_for`). QEMU refuses options a machine does not
+#: have; of those it has, the model must know what each does to the port
+#: count or refuse it, never ignore it.
+MACHINE_OPTIONS = {
+    'q35': (),
+    # highmem=off drops every region above 4 GiB, the high ECAM window
+    # with them; highmem-ecam (QEMU 8.0 and later) switches that window
+    # alone, and an explicit on overrides the compat default of virt-2.12
+    # and older (measured: virt-2.12,highmem-ecam=on boots 248 ports on
+    # QEMU 10.0, virt-2.12 alone 15).
+    'virt': ('highmem', 'highmem-ecam'),
+}
+
+
+def _accepted_options(family: str) -> str:
+    names = MACHINE_OPTIONS[family]
+    if not names:
+        return (f'no machine options on {family} (the capacity model knows '
+                f'none; give the machine type alone)')
+    return ', '.join(f'{name}=on|off' for name in names) + f' on {family}'
+
+
+def machine_family(arch: str, machine: str) -> str:
+    """``'q35'`` or ``'virt'``: the machine type's family, options unread.
+
+    For what does not depend on the options (the root bus layout); the
+    capacity model reads them with :func:`parse_machine`.
+    """
+    return _split_machine(arch, machine)[0]
+
 
 def parse_machine(arch: str, machine: str
                   ) -> ty.Tuple[str, ty.Optional[ty.Tuple[int, int]],
-                                ty.Dict[str, str]]:
-    """Split ``'virt-2.11,highmem=off'`` into family, version, options."""
+                                ty.Dict[str, bool]]:
+    """Split ``'virt-2.11,highmem=off'`` into family, version, options.
+
+    Options are the ones :data:`MACHINE_OPTIONS` names for the family,
+    as booleans; any other option, or a value that is not on or off, is
+    refused, naming the ones accepted.
+    """
+    family, version, rest = _split_machine(arch, machine)
+    options = {}
+    for item in filter(None, rest.split(',')):
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise UnsupportedMachine('machine option', item,
+                                     'key=value, such as highmem=off')
+        key, value = key.strip(), value.strip()
+        if key not in MACHINE_OPTIONS[family]:
+            raise UnsupportedMachine('machine option', item,
+                                     _accepted_options(family))
+        if value.lower() not in _ON + _OFF:
+            raise UnsupportedMachine('machine option', item,
+                                     f'{key}=on or {key}=off')
+        options[key] = value.lower() in _ON
+    return family, version, options
+
+
+def _split_machine(arch: str, machine: str
+                   ) -> ty.Tuple[str, ty.Optional[ty.Tuple[int, int]], str]:
     accepted = {'x86_64': "'q35' or 'pc-q35-X.Y'",
                 'aarch64': "'virt' or 'virt-X.Y'"}
     if arch not in ARCHES:
@@ -308,34 +372,51 @@ def parse_machine(arch: str, machine: str
     raw_version = match.group('q35v') or match.group('virtv')
     version = (tuple(int(part) for part in raw_version.split('.'))
                if raw_version else None)
-    options = {}
-    for item in filter(None, rest.split(',')):
-        key, sep, value = item.partition('=')
-        if not sep:
-            raise UnsupportedMachine('machine option', item,
-                                     'key=value, such as highmem=off')
-        options[key.strip()] = value.strip()
-    return family, version, options
+    return family, version, rest
+
+
+def _dotted(version: ty.Sequence[int]) -> str:
+    return '.'.join(map(str, version))
 
 
 def _machine_for(profile: MachineProfile) -> _Machine:
     family, version, options = parse_machine(profile.arch, profile.machine)
+    qemu = (tuple(profile.qemu_version) if profile.qemu_version is not None
+            else None)
+    if version is not None and qemu is not None and version > qemu:
+        # A QEMU's newest versioned machine type carries its own version.
+        name = 'pc-q35' if family == 'q35' else 'virt'
+        raise UnsupportedMachine(
+            'machine', profile.machine,
+            f'{family} or {name}-X.Y with X.Y at most {_dotted(qemu)}',
+            reason=f'is newer than QEMU {_dotted(qemu)}, whose newest '
+                   f'machine type is {name}-{_dotted(qemu)}')
     if family == 'q35':
         return _Q35
-    off = ('off', 'false', 'no')
-    if ('highmem-ecam' in options and profile.qemu_version is not None and
-            tuple(profile.qemu_version) < VIRT_HIGHMEM_ECAM_OPTION_SINCE):
+    if ('highmem-ecam' in options and qemu is not None and
+            qemu < VIRT_HIGHMEM_ECAM_OPTION_SINCE):
+        value = 'on' if options['highmem-ecam'] else 'off'
         raise UnsupportedMachine(
-            'machine option', f"highmem-ecam={options['highmem-ecam']}",
-            'highmem=on|off on QEMU older than '
-            f'{".".join(map(str, VIRT_HIGHMEM_ECAM_OPTION_SINCE))} (QEMU '
-            f'{".".join(map(str, profile.qemu_version))} refuses '
-            'highmem-ecam)')
-    if (options.get('highmem') in off or options.get('highmem-ecam') in off):
-        return _VIRT_LOW_ECAM
+            'machine option', f'highmem-ecam={value}',
+            f'highmem=on|off on QEMU older than '
+            f'{_dotted(VIRT_HIGHMEM_ECAM_OPTION_SINCE)} (QEMU '
+            f'{_dotted(qemu)} refuses highmem-ecam)')
+    if not options.get('highmem', True):
+        return dataclasses.replace(
+            _VIRT_LOW_ECAM, ecam_source='virt low ECAM window of 16 MiB '
+                                        '(highmem=off)')
+    if 'highmem-ecam' in options:
+        if options['highmem-ecam']:
+            return dataclasses.replace(
+                _VIRT_HIGH_ECAM,
+                ecam_source='virt high ECAM window of 256 MiB '
+                            '(highmem-ecam=on)')
+        return dataclasses.replace(
+            _VIRT_LOW_ECAM, ecam_source='virt low ECAM window of 16 MiB '
+                                        '(highmem-ecam=off)')
     # Plain 'virt' is the newest machine type of that QEMU; QEMU older than
     # 3.0 has no high ECAM at all.
-    effective = version or profile.qemu_version
+    effective = version or qemu
     if effective is not None and tuple(effective) < VIRT_HIGH_ECAM_SINCE:
         return _VIRT_LOW_ECAM
     return _VIRT_HIGH_ECAM
@@ -363,6 +444,11 @@ def _check(profile: MachineProfile) -> None:
         raise UnsupportedMachine('bus-reserve',
                                  profile.port_properties['bus-reserve'],
                                  f'0 to {BUS_NUMBERS_PER_SEGMENT}')
+    if (isinstance(profile.guest_devices, bool) or
+            not isinstance(profile.guest_devices, int) or
+            profile.guest_devices < 0):
+        raise UnsupportedMachine('guest_devices', profile.guest_devices,
+                                 'a non-negative integer')
     if (isinstance(profile.root_bus_devices, bool) or
             not isinstance(profile.root_bus_devices, int) or
             not 0 <= profile.root_bus_devices < DEVICES_PER_BUS):

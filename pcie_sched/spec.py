@@ -97,6 +97,12 @@ def parse(value: ty.Any, key: str = FLAVOR_KEY) -> int:
         # str.isdigit() and int() accept other scripts' digits and
         # surrounding whitespace; nova's own int validator would too. Be
         # strict so that what the API stores is what every reader parses.
+        if (value[:1] == '-' and _DIGITS.fullmatch(value[1:]) and
+                value[1:].strip('0')):
+            # A negative whole number: say so, rather than that it is
+            # not one (no int(): the value may be thousands of digits).
+            raise InvalidHotplugPortsSpec(
+                key, value, f'less than the minimum of {MIN_PORTS}')
         if not _DIGITS.fullmatch(value):
             raise InvalidHotplugPortsSpec(key, value, 'not a whole number')
         significant = value.lstrip('0') or '0'

@@ -45,8 +45,8 @@ def machine_profile(arch: str, machine: str, firmware: str = 'uefi',
     :func:`plan` can actually give a guest.
     """
     if root_bus_devices is None:
-        family, _, _ = capacity.parse_machine(arch, machine)
-        root_bus_devices = ROOT_BUS_DEVICES[family]
+        root_bus_devices = ROOT_BUS_DEVICES[
+            capacity.machine_family(arch, machine)]
     return capacity.MachineProfile(
         arch=arch, machine=machine, firmware=firmware,
         qemu_version=qemu_version,
@@ -115,7 +115,9 @@ def plan(free_ports: int, cold_plugged: ty.Union[ty.Sequence[str], int] = (),
     """
     machine = machine or {'x86_64': 'q35', 'aarch64': 'virt'}.get(arch, '')
     try:
-        family, _, _ = capacity.parse_machine(arch, machine)
+        # The layout does not depend on machine options; the capacity
+        # model reads (or refuses) them. The probe boots them as given.
+        family = capacity.machine_family(arch, machine)
     except capacity.UnsupportedMachine as exc:
         raise TopologyError(str(exc)) from exc
     if isinstance(cold_plugged, int):

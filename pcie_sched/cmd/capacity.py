@@ -1,10 +1,13 @@
 """``pcie-sched capacity``: what the capacity model predicts, and why."""
 
+import argparse
 import typing as ty
 
 from pcie_sched import capacity
+from pcie_sched.cmd import arguments
 from pcie_sched.cmd import output
 from pcie_sched import hostinfo
+from pcie_sched import spec
 from pcie_sched import topology
 
 
@@ -34,6 +37,41 @@ def default_machine(arch: str) -> str:
     return {'x86_64': 'q35', 'aarch64': 'virt'}[arch]
 
 
+def machine_problem(args) -> ty.Optional[str]:
+    """Why ``--machine`` cannot be modelled for ``--arch``, or None.
+
+    ``main`` asks this of every subcommand with ``--machine`` before it
+    runs, so a machine type or option the model does not know is a usage
+    error before any boot or connection.
+    """
+    machine = getattr(args, 'machine', None)
+    arch = getattr(args, 'arch', None)
+    if machine is None or arch is None:
+        return None
+    try:
+        capacity.parse_machine(arch, machine)
+    except capacity.UnsupportedMachine as exc:
+        return f'argument --machine: {exc}'
+    return None
+
+
+#: The command-line option behind each input the model may refuse.
+_OPTIONS = {
+    'arch': '--arch', 'machine': '--machine', 'machine option': '--machine',
+    'firmware': '--firmware', 'ports_per_slot': '--ports-per-slot',
+    'port property': '--port-prop', 'root_bus_devices': '--root-bus-devices',
+    'vcpus': '--vcpus', 'guest_devices': '--guest-devices',
+}
+
+
+def option_error(exc: capacity.UnsupportedMachine) -> str:
+    """The model's refusal, led by the option the value came from."""
+    option = _OPTIONS.get(exc.what)
+    if option is None and exc.what in capacity.PORT_PROPERTIES:
+        option = '--port-prop'
+    return f'{option}: {exc}' if option else str(exc)
+
+
 #: QEMU's size suffixes, as in mem-reserve=32M.
 _SUFFIXES = {'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3}
 
@@ -50,12 +88,23 @@ def parse_port_property(text: str):
 
 
 def parse_version(text: str):
+    """An argparse ``type``: QEMU's ``MAJOR.MINOR`` (a micro is ignored)."""
     parts = text.split('.')
-    if len(parts) < 2 or not all(p.isascii() and p.isdigit()
+    if len(parts) < 2 or not all(p.isascii() and p.isdigit() and len(p) < 6
                                  for p in parts[:2]):
-        raise ValueError(f'--qemu-version {text!r}: expected MAJOR.MINOR, '
-                         f'such as 7.2')
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a QEMU version; accepted: MAJOR.MINOR, such '
+            f'as 7.2')
     return int(parts[0]), int(parts[1])
+
+
+def add_qemu_version_argument(parser) -> None:
+    parser.add_argument('--qemu-version', default=None, type=parse_version,
+                        metavar='X.Y',
+                        help='QEMU version MAJOR.MINOR: a versioned machine '
+                             'type newer than it is refused, and it decides '
+                             "plain 'virt' on QEMU older than 3.0 and "
+                             "whether 'highmem-ecam' exists (8.0)")
 
 
 def register(subparsers) -> None:
@@ -69,26 +118,29 @@ def register(subparsers) -> None:
                               'to a firmware code file (a *CODE* file is '
                               'UEFI, anything else SeaBIOS-like); default: '
                               'uefi')
-    parser.add_argument('--qemu-version', default=None,
-                        help='QEMU version MAJOR.MINOR (matters for plain '
-                             "'virt' on QEMU older than 2.12)")
-    parser.add_argument('--ports-per-slot', type=int, default=8,
-                        choices=(1, 8),
+    add_qemu_version_argument(parser)
+    parser.add_argument('--ports-per-slot', type=arguments.one_of((1, 8)),
+                        default=8,
                         help='1, or 8 packed as multifunction (default)')
     parser.add_argument('--port-prop', action='append', default=[],
                         metavar='NAME=VALUE',
                         help='pcie-root-port property, e.g. bus-reserve=8 '
                              'or mem-reserve=32M (repeatable)')
-    parser.add_argument('--root-bus-devices', type=int, default=None,
+    parser.add_argument('--root-bus-devices', default=None,
+                        type=arguments.whole_number(
+                            0, capacity.DEVICES_PER_BUS - 1),
                         help='other devices on the root bus before the '
                              'ports (default: what the compute driver '
                              "leaves: 1 on q35 for libvirt's video device, "
                              '0 on virt)')
-    parser.add_argument('--vcpus', type=int, default=None,
+    parser.add_argument('--vcpus', type=arguments.whole_number(1),
+                        default=None,
                         help='guest vCPUs: also apply the guest\'s '
                              'interrupt vector budget (x86_64)')
-    parser.add_argument('--guest-devices', type=int, default=0,
-                        help='cold-plugged devices sharing that budget')
+    parser.add_argument('--guest-devices', default=0,
+                        type=arguments.whole_number(0, spec.MAX_PORTS),
+                        help='cold-plugged devices sharing that budget '
+                             '(default: 0)')
     output.add_format_argument(parser)
     parser.set_defaults(func=run)
 
@@ -112,8 +164,7 @@ def run(args) -> int:
     try:
         properties = dict(parse_port_property(item)
                           for item in args.port_prop)
-        version = (parse_version(args.qemu_version)
-                   if args.qemu_version else None)
+        version = args.qemu_version
         machine = args.machine or default_machine(args.arch)
         root_bus_devices = args.root_bus_devices
         if root_bus_devices is None:
@@ -128,6 +179,9 @@ def run(args) -> int:
             ports_per_slot=args.ports_per_slot, port_properties=properties,
             root_bus_devices=root_bus_devices, vcpus=args.vcpus,
             guest_devices=args.guest_devices))
+    except capacity.UnsupportedMachine as exc:
+        output.error(option_error(exc))
+        return 2
     except ValueError as exc:
         output.error(str(exc))
         return 2

@@ -2,9 +2,8 @@
 
 Each subcommand lives in its own module under ``pcie_sched.cmd`` and
 exposes ``register(subparsers)``, which adds its parser and sets
-``func(args) -> int`` as the parser default. Exit codes: 0 success,
-1 a negative answer (invalid value, host cannot boot), 2 usage or
-environment error (argparse's own convention).
+``func(args) -> int`` as the parser default. Every subcommand exits by
+:data:`EXIT_CODES`.
 """
 
 import argparse
@@ -14,6 +13,7 @@ import typing as ty
 
 from oslo_config import cfg
 
+from pcie_sched.cmd import capacity as capacity_cmd
 from pcie_sched.cmd import output
 
 # Order is the order of ``pcie-sched --help``.
@@ -27,11 +27,37 @@ SUBCOMMANDS = (
 )
 
 
+#: The one exit status rule of every subcommand (``pcie-sched --help``
+#: and doc/source/cli.rst say it too). 2 is argparse's own status for a
+#: bad command line; the documented 2 for a missing QEMU or firmware is
+#: kept, so 2 means "no answer", whatever stopped it.
+EXIT_OK = 0
+EXIT_NO = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = f"""\
+exit status, the same for every command:
+  {EXIT_OK}    success; the answer is yes (validate: valid, check: this host
+       boots it, probe --ports: booted)
+  {EXIT_NO}    the answer is no (validate: invalid value, check: this host
+       cannot, probe --ports: did not boot)
+  {EXIT_ERROR}    no answer: a usage error (an option or config value that is
+       refused, said with the value and what is accepted, before any boot
+       or connection) or an environment error (QEMU, firmware, cache
+       directory or Placement missing or failing)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C; probe and check also on SIGTERM,
+       SIGHUP and SIGQUIT, after stopping QEMU)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='pcie-sched',
         description='Plan, check and publish PCIe hotplug port capacity '
-                    'for OpenStack Nova guests.')
+                    'for OpenStack Nova guests.',
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
     subparsers.required = True
     for name in SUBCOMMANDS:
@@ -39,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(subparsers)
     for subparser in subparsers.choices.values():
         add_config_arguments(subparser)
+        # For refusals that need more than one option (--machine for
+        # --arch): reported like argparse's own, with the usage line.
+        subparser.set_defaults(usage_error=subparser.error)
     return parser
 
 
@@ -91,24 +120,27 @@ def load_config(sources: ty.Sequence[str]) -> None:
 def main(argv: ty.Optional[ty.Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    problem = capacity_cmd.machine_problem(args)
+    if problem:
+        args.usage_error(problem)  # exits with EXIT_ERROR
     try:
         load_config(args.config_sources)
     except cfg.ConfigSourceValueError as exc:
         # oslo names the file and option; the option's type says what
         # it accepts.
         output.error(str(exc))
-        return 2
+        return EXIT_ERROR
     except (cfg.Error, ValueError) as exc:
         output.error(f'{exc}; accepted: readable oslo.config files '
                      f'(--config-file, --config-dir) with valid values')
-        return 2
+        return EXIT_ERROR
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print('pcie-sched: interrupted', file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. piped into head
-        return 0
+        return EXIT_OK
 
 
 if __name__ == '__main__':

@@ -8,11 +8,13 @@ import typing as ty
 from oslo_config import cfg
 
 from pcie_sched import capacity
+from pcie_sched.cmd import arguments
 from pcie_sched.cmd import capacity as capacity_cmd
 from pcie_sched.cmd import output
 from pcie_sched import conf
 from pcie_sched import placement
 from pcie_sched import probe
+from pcie_sched import spec
 
 
 def register(subparsers) -> None:
@@ -30,8 +32,12 @@ def register(subparsers) -> None:
                         help='resource provider name, i.e. the compute '
                              'node\'s hypervisor hostname (default: this '
                              'host\'s FQDN)')
-    parser.add_argument('--max-ports', type=int, default=None,
-                        help='capacity to publish (default, as the compute '
+    parser.add_argument('--max-ports', default=None,
+                        type=arguments.whole_number(spec.MIN_PORTS,
+                                                    spec.MAX_PORTS),
+                        help='capacity to publish, 0 to 255 root ports (the '
+                             'most one PCI segment numbers; default, as the '
+                             'compute '
                              'driver reports it: [pcie_sched_compute] '
                              'max_ports_override, else the probe result '
                              'cached in [pcie_sched_probe] cache_dir (pass '
@@ -160,12 +166,24 @@ def run(args) -> int:
             max_ports, source = host_capacity_and_source(
                 args.arch, machine, firmware)
         placement.traits_for_capacity(max_ports)
+    except capacity.UnsupportedMachine as exc:
+        # A machine type or firmware the model cannot judge, from the
+        # options or the config files: nothing is published.
+        output.error(f'{args.arch} {machine} ({machine_source}) '
+                     f'{firmware} ({firmware_source}): {exc}')
+        return 2
+    except (ValueError, probe.ProbeError) as exc:
+        output.error(str(exc))
+        return 2
+    try:
         adapter = placement.connect(cloud=args.cloud)
         provider = placement.find_provider(adapter, host)
         summary = placement.publish(adapter, provider, max_ports)
-    except (ValueError, placement.PublishError, probe.ProbeError) as exc:
+    except placement.PublishError as exc:
+        # Placement unreachable, the provider missing, or the update
+        # refused: an environment error, like a missing QEMU.
         output.error(str(exc))
-        return 1
+        return 2
     summary['host'] = host
     # Says whether a probe result was found, so a cache nova-compute and
     # this command disagree about shows up instead of passing silently.

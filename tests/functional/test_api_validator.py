@@ -39,7 +39,7 @@ class TestThroughNovaValidate(testtools.TestCase):
         ('zero', {'value': '0', 'error': None}),
         ('max', {'value': '255', 'error': None}),
         ('abc', {'value': 'abc', 'error': 'not a whole number'}),
-        ('negative', {'value': '-1', 'error': 'not a whole number'}),
+        ('negative', {'value': '-1', 'error': 'less than the minimum of 0'}),
         ('above_max', {'value': '256', 'error': 'greater than the maximum'}),
         ('space', {'value': ' 16', 'error': 'not a whole number'}),
         ('unicode', {'value': '\u0661\u0666', 'error': 'not a whole number'}),

@@ -99,6 +99,53 @@ class TestEstimate(testtools.TestCase):
         ('virt_highmem_on', dict(
             profile=dict(arch='aarch64', machine='virt-7.2,highmem=on'),
             max_ports=(32 - 1) * 8, limited_by='root-bus-slots')),
+        # Measured across versions (QEMU 7.2 and 10.0): virt-2.12 boots 15
+        # ports; from QEMU 8.0 an explicit highmem-ecam=on gives it the
+        # high ECAM window back, and real boots reach 248 (every root bus
+        # slot), not the 15 of the low window.
+        ('virt_2_12_on_qemu_10', dict(
+            profile=dict(arch='aarch64', machine='virt-2.12',
+                         qemu_version=(10, 0)),
+            max_ports=16 - 1, limited_by='ecam-window')),
+        ('virt_2_12_highmem_ecam_on_qemu_8', dict(
+            profile=dict(arch='aarch64', machine='virt-2.12,highmem-ecam=on',
+                         qemu_version=(8, 0)),
+            max_ports=248, limited_by='root-bus-slots')),
+        ('virt_2_12_highmem_ecam_on_qemu_10', dict(
+            profile=dict(arch='aarch64', machine='virt-2.12,highmem-ecam=on',
+                         qemu_version=(10, 0)),
+            max_ports=248, limited_by='root-bus-slots')),
+        # No QEMU version given: the option exists only from 8.0, so that.
+        ('virt_2_12_highmem_ecam_on', dict(
+            profile=dict(arch='aarch64', machine='virt-2.12,highmem-ecam=on'),
+            max_ports=248, limited_by='root-bus-slots')),
+        ('virt_2_11_highmem_ecam_on', dict(
+            profile=dict(arch='aarch64', machine='virt-2.11,highmem-ecam=on',
+                         qemu_version=(8, 0)),
+            max_ports=248, limited_by='root-bus-slots')),
+        # highmem=off drops every region above 4 GiB, the high ECAM with
+        # them, whatever highmem-ecam says; highmem=on alone does not undo
+        # virt-2.12's compat default.
+        ('virt_highmem_off_beats_highmem_ecam_on', dict(
+            profile=dict(arch='aarch64',
+                         machine='virt,highmem-ecam=on,highmem=off',
+                         qemu_version=(8, 0)),
+            max_ports=16 - 1, limited_by='ecam-window')),
+        ('virt_2_12_highmem_on', dict(
+            profile=dict(arch='aarch64', machine='virt-2.12,highmem=on'),
+            max_ports=16 - 1, limited_by='ecam-window')),
+        # QEMU's other spellings of a boolean.
+        ('virt_highmem_no', dict(
+            profile=dict(arch='aarch64', machine='virt,highmem=no'),
+            max_ports=16 - 1, limited_by='ecam-window')),
+        ('virt_highmem_ecam_true', dict(
+            profile=dict(arch='aarch64',
+                         machine='virt-2.12,highmem-ecam=true'),
+            max_ports=248, limited_by='root-bus-slots')),
+        ('q35_same_version_as_qemu', dict(
+            profile=dict(arch='x86_64', machine='pc-q35-7.2',
+                         qemu_version=(7, 2)),
+            max_ports=(32 - 2) * 8, limited_by='root-bus-slots')),
         # Inside the 16-bus window nothing wraps: a reservation past bus 15
         # fails the enumeration (measured: 7 boot, 8 stop in the shell).
         ('virt_low_ecam_bus_reserve', dict(
@@ -120,6 +167,31 @@ class TestEstimate(testtools.TestCase):
         self.assertEqual(
             {'root-bus-slots', 'bus-numbers', 'ecam-window', 'io-space'},
             set(document['budgets']))
+
+
+class TestMachineOptions(testtools.TestCase):
+
+    def test_explanation_names_the_option_that_chose_the_window(self):
+        for machine, words in (
+                ('virt-2.12,highmem-ecam=on', 'high ECAM window of 256 MiB '
+                                              '(highmem-ecam=on)'),
+                ('virt,highmem-ecam=off', 'low ECAM window of 16 MiB '
+                                          '(highmem-ecam=off)'),
+                ('virt,highmem=off', 'low ECAM window of 16 MiB '
+                                     '(highmem=off)'),
+                ('virt-2.12', 'low ECAM window of 16 MiB (machine types '
+                              'before virt-3.0')):
+            result = capacity.estimate(capacity.MachineProfile(
+                'aarch64', machine))
+            self.assertIn(words, result.budgets['ecam-window'].detail)
+
+    def test_options_parsed_as_booleans(self):
+        self.assertEqual(
+            ('virt', (2, 12), {'highmem': True, 'highmem-ecam': False}),
+            capacity.parse_machine('aarch64',
+                                   'virt-2.12,highmem=on,highmem-ecam=OFF'))
+        self.assertEqual(('q35', None, {}),
+                         capacity.parse_machine('x86_64', 'q35'))
 
 
 class TestWindows(testtools.TestCase):
@@ -204,6 +276,37 @@ class TestRefusals(testtools.TestCase):
         ('root_bus_devices', dict(
             profile=dict(arch='x86_64', machine='q35', root_bus_devices=40),
             words=['root_bus_devices=40', '0 to 31'])),
+        # QEMU refuses options a machine does not have; the model refuses
+        # every option it does not know, naming the ones it does.
+        ('q35_unknown_option', dict(
+            profile=dict(arch='x86_64', machine='q35,foo=bar'),
+            words=["machine option='foo=bar'", 'no machine options on q35'])),
+        ('q35_real_but_unmodelled_option', dict(
+            profile=dict(arch='x86_64', machine='pc-q35-7.2,smm=on'),
+            words=["machine option='smm=on'", 'no machine options on q35'])),
+        ('virt_unknown_option', dict(
+            profile=dict(arch='aarch64', machine='virt,gic-version=3'),
+            words=["machine option='gic-version=3'",
+                   'highmem=on|off, highmem-ecam=on|off on virt'])),
+        ('virt_option_value', dict(
+            profile=dict(arch='aarch64', machine='virt,highmem-ecam=auto'),
+            words=["machine option='highmem-ecam=auto'",
+                   'highmem-ecam=on or highmem-ecam=off'])),
+        # A QEMU's newest versioned machine type carries its version.
+        ('q35_newer_than_qemu', dict(
+            profile=dict(arch='x86_64', machine='pc-q35-10.0',
+                         qemu_version=(7, 2)),
+            words=["machine='pc-q35-10.0' is newer than QEMU 7.2",
+                   'pc-q35-X.Y with X.Y at most 7.2'])),
+        ('virt_newer_than_qemu', dict(
+            profile=dict(arch='aarch64', machine='virt-8.0,highmem=on',
+                         qemu_version=(7, 2)),
+            words=["machine='virt-8.0,highmem=on' is newer than QEMU 7.2",
+                   'virt-X.Y with X.Y at most 7.2'])),
+        ('negative_guest_devices', dict(
+            profile=dict(arch='x86_64', machine='q35', vcpus=1,
+                         guest_devices=-5),
+            words=['guest_devices=-5', 'a non-negative integer'])),
     ]
 
     def test_refused(self):

@@ -28,7 +28,13 @@ class TestParseGood(testtools.TestCase):
 class TestParseBad(testtools.TestCase):
 
     scenarios = [
-        ('negative', {'value': '-1', 'reason': 'not a whole number'}),
+        ('negative', {'value': '-1',
+                      'reason': 'less than the minimum of 0'}),
+        ('huge_negative', {'value': '-' + '9' * 5000,
+                           'reason': 'less than the minimum of 0'}),
+        ('minus_sign_alone', {'value': '-', 'reason': 'not a whole number'}),
+        ('negative_decimal', {'value': '-1.5',
+                              'reason': 'not a whole number'}),
         ('above_max', {'value': str(spec.MAX_PORTS + 1),
                        'reason': 'greater than the maximum of 255'}),
         ('letters', {'value': 'abc', 'reason': 'not a whole number'}),
