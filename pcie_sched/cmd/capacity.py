@@ -1,6 +1,7 @@
 """``pcie-sched capacity``: what the capacity model predicts, and why."""
 
 import argparse
+import dataclasses
 import typing as ty
 
 from pcie_sched import capacity
@@ -125,7 +126,12 @@ def register(subparsers) -> None:
     parser.add_argument('--port-prop', action='append', default=[],
                         metavar='NAME=VALUE',
                         help='pcie-root-port property, e.g. bus-reserve=8 '
-                             'or mem-reserve=32M (repeatable)')
+                             'or mem-reserve=32M (repeatable), added to or '
+                             'replacing what the compute driver sets on '
+                             'every port (' + ', '.join(
+                                 f'{name}={value}' for name, value in
+                                 topology.DEFAULT_PORT_PROPERTIES.items()) +
+                             ')')
     parser.add_argument('--root-bus-devices', default=None,
                         type=arguments.whole_number(
                             0, capacity.DEVICES_PER_BUS - 1),
@@ -160,25 +166,30 @@ def firmware_kind(arch: str, choice: str) -> str:
         raise ValueError(f'--firmware: {exc}') from exc
 
 
+def profile(args) -> capacity.MachineProfile:
+    """The machine the options describe, as the compute driver builds it.
+
+    Unless an option says otherwise, everything is what the driver's
+    plan gives a guest (:func:`pcie_sched.topology.machine_profile`): its
+    root bus and the port properties it sets on every port
+    (:data:`pcie_sched.topology.DEFAULT_PORT_PROPERTIES`), so this answer
+    equals the filter's, the driver's and check's. ``--port-prop``
+    entries are added to those properties, or replace them.
+    """
+    given = dict(parse_port_property(item) for item in args.port_prop)
+    driver = topology.machine_profile(
+        args.arch, args.machine or default_machine(args.arch),
+        firmware_kind(args.arch, args.firmware), args.qemu_version,
+        root_bus_devices=args.root_bus_devices, vcpus=args.vcpus,
+        guest_devices=args.guest_devices)
+    return dataclasses.replace(
+        driver, ports_per_slot=args.ports_per_slot,
+        port_properties={**driver.port_properties, **given})
+
+
 def run(args) -> int:
     try:
-        properties = dict(parse_port_property(item)
-                          for item in args.port_prop)
-        version = args.qemu_version
-        machine = args.machine or default_machine(args.arch)
-        root_bus_devices = args.root_bus_devices
-        if root_bus_devices is None:
-            # The same root bus the compute driver lays ports out on, so
-            # this answer equals the filter's, the driver's and check's.
-            family, _, _ = capacity.parse_machine(args.arch, machine)
-            root_bus_devices = topology.ROOT_BUS_DEVICES[family]
-        result = capacity.estimate(capacity.MachineProfile(
-            arch=args.arch, machine=machine,
-            firmware=firmware_kind(args.arch, args.firmware),
-            qemu_version=version,
-            ports_per_slot=args.ports_per_slot, port_properties=properties,
-            root_bus_devices=root_bus_devices, vcpus=args.vcpus,
-            guest_devices=args.guest_devices))
+        result = capacity.estimate(profile(args))
     except capacity.UnsupportedMachine as exc:
         output.error(option_error(exc))
         return 2

@@ -404,6 +404,49 @@ class TestCapacityCommand(testtools.TestCase):
         self.assertEqual(0, document['profile']['root_bus_devices'])
         self.assertEqual(30 * 8, document['max_ports'])
 
+    def test_default_port_properties_are_the_drivers(self):
+        from pcie_sched import topology
+        for arch in ('x86_64', 'aarch64'):
+            status, document = self.run_json('--arch', arch, '--format',
+                                             'json')
+            self.assertEqual(0, status, document)
+            self.assertEqual(dict(topology.DEFAULT_PORT_PROPERTIES),
+                             document['profile']['port_properties'])
+            # The answer the compute driver's own model gives.
+            machine = {'x86_64': 'q35', 'aarch64': 'virt'}[arch]
+            self.assertEqual(
+                capacity.estimate(topology.machine_profile(
+                    arch, machine)).to_dict(), document)
+            # Every port the driver renders gets a memory window: nothing
+            # for the operator to set.
+            self.assertEqual(document['max_ports'],
+                             document['windows']['memory'])
+            self.assertNotIn('set io-reserve=0',
+                             document['windows']['detail'])
+        import contextlib
+        import io
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(0, main.main(['capacity']))
+        self.assertNotIn('set io-reserve=0', out.getvalue())
+
+    def test_port_prop_adds_to_or_replaces_the_drivers(self):
+        status, document = self.run_json('--port-prop', 'bus-reserve=7',
+                                         '--format', 'json')
+        self.assertEqual(0, status, document)
+        self.assertEqual({'io-reserve': 0, 'bus-reserve': 7},
+                         document['profile']['port_properties'])
+        # Asking for IO space again is OVMF's default behaviour: only the
+        # ports the 40 KiB of bridge IO covers keep a memory window.
+        status, document = self.run_json('--port-prop', 'io-reserve=4K',
+                                         '--format', 'json')
+        self.assertEqual(0, status, document)
+        self.assertEqual({'io-reserve': 4096},
+                         document['profile']['port_properties'])
+        self.assertEqual((0x10000 - 0x6000) // 4096,
+                         document['windows']['memory'])
+        self.assertIn('set io-reserve=0', document['windows']['detail'])
+
     def test_firmware_path(self):
         root = self.useFixture(fixtures.TempDir()).path
         for name in ('MY_CODE.fd', 'MY_VARS.fd', 'bios.bin'):
