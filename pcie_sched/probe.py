@@ -21,7 +21,16 @@ the last port) and watches the serial console:
 ``qemu-error``
     QEMU exited before the payload ran; ``detail`` holds its message.
 ``timeout``
-    the console kept changing but no verdict came within ``timeout``.
+    no verdict within ``timeout`` and the console had not been silent
+    for ``stall_timeout`` yet.
+
+Only a verdict from the firmware decides whether a count boots. A hang
+or timeout says something about the firmware only when the console was
+silent for at least :data:`CONCLUSIVE_SILENCE` seconds at the end (the
+longest a working boot stays silent, with a margin): a console that was
+still changing, or silent for less, is a boot cut short, and
+:func:`find_max` stops rather than cache a maximum that a timeout
+bounds (:func:`undecided`).
 
 QEMU always runs in its own process group and is killed and reaped on
 every path out of :func:`boot` (verdict, exception, Ctrl-C); its private
@@ -60,6 +69,14 @@ OUTCOMES = (BOOTED, FIRMWARE_SHELL, HANG, QEMU_ERROR, TIMEOUT)
 
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_STALL_TIMEOUT = 120.0
+#: A hang or timeout counts as the firmware being stuck only after this
+#: many seconds without console output. OVMF prints nothing on the
+#: serial console until its boot manager runs, after every port has
+#: been enumerated: q35 + OVMF with 232 ports under TCG was silent for
+#: its first 29-33 s (booted in 37-38 s, load average 3-5) and booted
+#: in 43 s at load 7-8. ``[pcie_sched_probe] boot_timeout`` and
+#: ``stall_timeout`` may not be set lower (see pcie_sched/conf/probe.py).
+CONCLUSIVE_SILENCE = 60.0
 #: After a UEFI shell prompt, how long a startup.nsh payload may take to
 #: print its marker (AAVMF counts down 5 seconds first).
 SHELL_GRACE = 15.0
@@ -115,6 +132,10 @@ class BootResult:
     firmware: str
     detail: str = ''
     serial_tail: str = ''
+    #: Bytes the firmware and payload wrote to the serial console.
+    console_bytes: int = 0
+    #: Seconds the console had been silent when the verdict came.
+    silent_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -317,12 +338,14 @@ def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
                 command, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=stderr,
                 start_new_session=True)
-        outcome, detail, text = _watch(
+        outcome, detail, text, console = _watch(
             process, os.path.join(workdir, 'serial.log'), stderr_path,
             start, timeout, stall_timeout)
-        seconds = round(time.monotonic() - start, 3)
-        return BootResult(outcome, seconds, ports, arch, machine, firmware,
-                          detail, text[-400:])
+        now = time.monotonic()
+        return BootResult(outcome, round(now - start, 3), ports, arch,
+                          machine, firmware, detail, text[-400:],
+                          console_bytes=console.size,
+                          silent_seconds=round(now - console.changed, 3))
     except OSError as exc:
         # Copying the variable store, writing the serial log or starting
         # QEMU failed: a full temp file system or an unusable binary.
@@ -334,12 +357,22 @@ def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+class _Console(ty.NamedTuple):
+    #: Bytes on the serial console, and when that last changed.
+    size: int
+    changed: float
+
+
 def _watch(process, serial_path, stderr_path, start, timeout,
-           stall_timeout) -> ty.Tuple[str, str, str]:
+           stall_timeout) -> ty.Tuple[str, str, str, _Console]:
+    """Watch until a verdict: (outcome, detail, console text, _Console)."""
     text = ''
     size = -1
     last_change = start
     shell_seen_at = None
+
+    def verdict_of(outcome, detail):
+        return outcome, detail, text, _Console(max(size, 0), last_change)
     while True:
         now = time.monotonic()
         # Poll before reading: a payload that prints the marker and powers
@@ -352,30 +385,31 @@ def _watch(process, serial_path, stderr_path, start, timeout,
         except FileNotFoundError:
             raw = b''
         if len(raw) != size:
+            # The first read of an empty or missing log is no output.
+            if raw or size > 0:
+                last_change = now
             size = len(raw)
-            last_change = now
             text = clean_console(raw.decode('utf-8', errors='replace'))
         verdict, shell_seen_at = classify_console(text, now, shell_seen_at)
         if verdict is not None:
-            return verdict, _verdict_detail(verdict, text), text
+            return verdict_of(verdict, _verdict_detail(verdict, text))
         if status is not None:
             with open(stderr_path, 'rb') as stderr:
                 message = stderr.read().decode('utf-8', errors='replace')
             message = message.strip().splitlines()
-            return (QEMU_ERROR,
-                    message[-1] if message else
-                    f'QEMU exited with status {status} before the payload '
-                    f'ran', text)
+            return verdict_of(
+                QEMU_ERROR, message[-1] if message else
+                f'QEMU exited with status {status} before the payload ran')
         if now - start >= timeout:
-            return TIMEOUT, f'no verdict within {timeout:g}s', text
+            return verdict_of(TIMEOUT, f'no verdict within {timeout:g}s')
         if now - last_change >= stall_timeout:
             if shell_seen_at is not None:
                 # Sitting silent at its own prompt is the firmware's shell,
                 # even when stall_timeout is shorter than SHELL_GRACE.
-                return (FIRMWARE_SHELL, _verdict_detail(FIRMWARE_SHELL, text),
-                        text)
-            return (HANG, f'console silent for {stall_timeout:g}s while '
-                          f'QEMU kept running', text)
+                return verdict_of(FIRMWARE_SHELL,
+                                  _verdict_detail(FIRMWARE_SHELL, text))
+            return verdict_of(HANG, f'console silent for {stall_timeout:g}s '
+                                    f'while QEMU kept running')
         time.sleep(_POLL)
 
 
@@ -533,8 +567,11 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
     the root bus), and falls back to bisection around it otherwise.
     ``strategy='bisect'`` bisects the whole range without the model.
     A count whose boot hangs or times out is booted once more before it
-    counts as not booting (see :data:`INCONCLUSIVE`); every boot is in
-    ``steps``.
+    counts as not booting (see :data:`INCONCLUSIVE`), and only if the
+    console had then been silent for :data:`CONCLUSIVE_SILENCE`: a boot
+    that ``timeout`` or ``stall_timeout`` cut short raises
+    :class:`ProbeError` naming the option to raise, and nothing is
+    cached (:func:`undecided`). Every boot is in ``steps``.
     """
     if strategy not in ('model', 'bisect'):
         raise ProbeError(f'strategy={strategy!r}; accepted: model, bisect')
@@ -569,9 +606,18 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
             result = boot(arch, machine, firmware, count,
                           cache_dir=cache_dir, **boot_options)
             steps.append((count, result.outcome, result.seconds))
-            say(f'{count} ports: {result.outcome} in {result.seconds:.1f}s')
+            say(f'{count} ports: {result.outcome} in {result.seconds:.1f}s'
+                + (f' ({result.detail})' if result.outcome in INCONCLUSIVE
+                   else ''))
             return result
         result = conclusive(once)
+        why = undecided(result)
+        if why:
+            # A boot cut short says nothing about the firmware: counting
+            # it as "does not boot" would cache a maximum that the
+            # timeout, not the firmware, set (seen: 29 for 232, --timeout
+            # 5). Stop, and store nothing.
+            raise ProbeError(f'ports={count}: {why}; nothing cached')
         if result.detail.startswith(SECURE_BOOT_REFUSED):
             # Every count would fail the same way; a maximum of 0 cached
             # for this firmware would be wrong, so measure nothing.
@@ -624,6 +670,36 @@ def store_or_warn(cache_dir: str, result: FindMaxResult,
             f'result from cache_dir={cache_dir!r}; accepted: every '
             f'directory on the path mode o+x (e.g. chmod 755 {closed})')
     return result
+
+
+def undecided(result: BootResult) -> ty.Optional[str]:
+    """Why ``result`` does not tell whether its count boots, or None.
+
+    Booted, firmware-shell and qemu-error are verdicts. A hang or timeout
+    is one only when the console had been silent for at least
+    :data:`CONCLUSIVE_SILENCE` seconds: the firmware had stopped showing
+    progress for longer than a working boot ever does. Otherwise the
+    boot was cut short by ``timeout`` or ``stall_timeout`` and the
+    message names the option to raise.
+    """
+    if result.outcome not in INCONCLUSIVE:
+        return None
+    if result.silent_seconds >= CONCLUSIVE_SILENCE:
+        return None
+    if result.outcome == TIMEOUT:
+        cut = (f'the boot timed out after {result.seconds:g}s ('
+               f'{result.detail}; the console was silent for the last '
+               f'{result.silent_seconds:g}s)')
+        option = ('a boot timeout (--timeout, [pcie_sched_probe] '
+                  'boot_timeout)')
+    else:
+        cut = (f'the boot was cut short after {result.seconds:g}s '
+               f'({result.detail or result.outcome})')
+        option = 'a stall timeout ([pcie_sched_probe] stall_timeout)'
+    return (f'{cut}, so it is not known whether {result.ports} root ports '
+            f'boot (q35 + OVMF with 232 ports takes 20-45 s under TCG on a '
+            f'shared 2-core host, silent for most of it); accepted: '
+            f'{option} of at least {CONCLUSIVE_SILENCE:g}s')
 
 
 def conclusive(once: ty.Callable[[], BootResult],

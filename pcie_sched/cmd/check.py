@@ -98,15 +98,25 @@ def run(args) -> int:
         output.error(str(exc))
         return 2
     boot = report['boot']
-    fits = boot is not None and boot['outcome'] == probe.BOOTED
-    if report['guest_limit'] is not None and needed > report['guest_limit']:
-        fits = False
-    report['answer'] = 'yes' if fits else 'no'
+    guest_refuses = (report['guest_limit'] is not None and
+                     needed > report['guest_limit'])
+    fits = (boot is not None and boot['outcome'] == probe.BOOTED and
+            not guest_refuses)
+    # A boot cut short by a timeout is neither yes nor no.
+    undecided = (probe.undecided(probe.BootResult(**boot))
+                 if boot is not None and not fits and not guest_refuses
+                 else None)
+    report['answer'] = ('yes' if fits else
+                        'inconclusive' if undecided else 'no')
+    report['inconclusive'] = undecided
     report['seconds'] = round(time.monotonic() - started, 3)
     if args.format == 'json':
         output.emit_json(report)
     else:
         _print(report, model)
+    if undecided:
+        output.error(f"ports={boot['ports']}: {undecided}")
+        return 2
     return 0 if fits else 1
 
 

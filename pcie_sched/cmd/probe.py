@@ -1,9 +1,12 @@
 """``pcie-sched probe``: boot this host's QEMU and firmware for real."""
 
+import argparse
+import math
 import os
 import signal
 import sys
 
+from pcie_sched.cmd import arguments
 from pcie_sched.cmd import capacity as capacity_cmd
 from pcie_sched.cmd import output
 from pcie_sched import conf
@@ -12,13 +15,42 @@ from pcie_sched import interrupts
 from pcie_sched import probe
 
 
+def boot_timeout(value: str) -> float:
+    """``--timeout``: a finite number of seconds a real boot can meet.
+
+    A shorter timeout would cut every real boot short; the probe would
+    then decide nothing (see :func:`pcie_sched.probe.undecided`).
+    """
+    minimum = probe_conf.MIN_BOOT_TIMEOUT
+    accepted = f'accepted: a number of seconds, {minimum:g} or more'
+    shown = arguments._echo(value)
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'{shown} is not a number; {accepted}')
+    if not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(
+            f'{shown} is not a finite number; {accepted}')
+    if seconds < minimum:
+        raise argparse.ArgumentTypeError(
+            f'{shown} is less than the minimum of {minimum:g}; {accepted} '
+            f'(q35 + OVMF with 232 ports takes 20-45 s to boot under TCG)')
+    return seconds
+
+
 def add_probe_arguments(parser) -> None:
     capacity_cmd.add_machine_arguments(
         parser, firmware_help='uefi (OVMF/AAVMF), bios (SeaBIOS) or a path '
                               'to a firmware code file; default: uefi')
-    parser.add_argument('--timeout', type=float, default=None,
-                        help='seconds per boot (default: [pcie_sched_probe] '
-                             'boot_timeout)')
+    parser.add_argument('--timeout', type=boot_timeout, default=None,
+                        metavar='SECONDS',
+                        help=f'seconds per boot, at least '
+                             f'{probe_conf.MIN_BOOT_TIMEOUT:g} (what a '
+                             f'232-port TCG boot can meet; default: '
+                             f'[pcie_sched_probe] boot_timeout). A boot cut '
+                             f'short by it decides nothing: find-max stops '
+                             f'with an error and caches nothing')
     parser.add_argument('--accel', choices=('tcg', 'kvm', 'auto'),
                         default=None,
                         help='QEMU accelerator (default: [pcie_sched_probe] '
@@ -89,7 +121,8 @@ def cache_dir(args) -> str:
 
 def boot_options(args) -> dict:
     group = conf.CONF.pcie_sched_probe
-    return {'timeout': args.timeout or group.boot_timeout,
+    return {'timeout': (args.timeout if args.timeout is not None else
+                        group.boot_timeout),
             'stall_timeout': group.stall_timeout,
             'accel': args.accel or group.accel}
 
@@ -144,4 +177,9 @@ def run(args) -> int:
               f'{result.seconds:.1f}s ({result.detail})')
     if args.find_max:
         return 0
+    why = probe.undecided(result)
+    if why:
+        # Not a "no": the boot was cut short before the firmware decided.
+        output.error(f'ports={result.ports}: {why}')
+        return 2
     return 0 if result.outcome == probe.BOOTED else 1

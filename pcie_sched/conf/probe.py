@@ -9,6 +9,10 @@ from oslo_config import types
 #: user alike: the probe run by root and nova-compute running as another
 #: user must look in the same place.
 DEFAULT_CACHE_DIR = '/var/cache/pcie-sched'
+#: The least a boot or a console silence may be given: what a working
+#: boot can meet (pcie_sched.probe.CONCLUSIVE_SILENCE says why).
+MIN_BOOT_TIMEOUT = 60.0
+MIN_STALL_TIMEOUT = 60.0
 
 
 class AbsolutePath(types.String):
@@ -45,14 +49,20 @@ ALL_OPTS = [
              'the QEMU binary, the firmware file and the machine type, so a '
              'host re-measures only after one of them changes.'),
     cfg.FloatOpt(
-        'boot_timeout', default=300.0, min=10.0,
+        'boot_timeout', default=300.0, min=MIN_BOOT_TIMEOUT,
         help='Seconds one probe boot may take before it counts as a '
-             'timeout. TCG boots of q35 with OVMF and 240 ports take about '
-             '20 seconds on one core.'),
+             'timeout. TCG boots of q35 with OVMF and 232 ports take 20 '
+             'to 45 seconds on a shared 2-core host, silent on the serial '
+             'console for most of it, hence the minimum. A boot that '
+             'times out says nothing about the firmware: find-max then '
+             'stops with an error and caches nothing.'),
     cfg.FloatOpt(
-        'stall_timeout', default=120.0, min=5.0,
+        'stall_timeout', default=120.0, min=MIN_STALL_TIMEOUT,
         help='Seconds of serial console silence after which a running '
-             'guest counts as hung.'),
+             'guest counts as hung. OVMF prints nothing until its boot '
+             'manager runs (about 30 seconds for 232 ports under TCG), '
+             'hence the minimum. find-max boots a hung count once more '
+             'before it counts it as not booting.'),
     cfg.StrOpt(
         'accel', default='tcg', choices=['tcg', 'kvm', 'auto'],
         help='QEMU accelerator for probe boots; auto uses KVM when '

@@ -296,11 +296,17 @@ class TestWatch(testtools.TestCase):
                 start_new_session=True)
         self.addCleanup(probe._stop, process)
         start = time.monotonic()
-        outcome, detail, _ = probe._watch(process, serial, stderr_path,
-                                          start, timeout=self.timeout,
-                                          stall_timeout=self.stall_timeout)
+        outcome, detail, _, console = probe._watch(
+            process, serial, stderr_path, start, timeout=self.timeout,
+            stall_timeout=self.stall_timeout)
         self.assertEqual(self.expected, outcome, detail)
         self.assertIn(self.detail, detail)
+        # What undecided() judges a hang or timeout by.
+        wrote = os.path.exists(serial) and os.path.getsize(serial) > 0
+        self.assertEqual(wrote, console.size > 0)
+        if self.expected == probe.HANG:
+            self.assertGreaterEqual(time.monotonic() - console.changed,
+                                    self.stall_timeout)
 
 
 class TestConclusive(testtools.TestCase):
