@@ -1,8 +1,9 @@
 """Filter cost through nova's real HostFilterHandler, per host.
 
-For each host count and each capacity source (stats, aggregates shared
-by racks of hosts as nova's HostManager shares them, the model), one host
-set is built and nova's AllHostsFilter (the handler's floor) is timed on
+For each host count and each capacity source (stats; stats under
+aggregate ceilings shared by racks of hosts as nova's HostManager shares
+them; no capacity published, which the filter rejects), one host set is
+built and nova's AllHostsFilter (the handler's floor) is timed on
 it, interleaved with PciHotplugPortsFilter without and with a spec; on the
 stats set also AggregateInstanceExtraSpecsFilter and
 ComputeCapabilitiesFilter with ``capabilities:stats:pci_hotplug_ports_max=
@@ -58,7 +59,7 @@ TARGET_FLAT = 1.2
 #: nova's default chain may grow by less than this with our filter.
 TARGET_CHAIN = 0.05
 
-SOURCES = ('stats', 'aggregate', 'model')
+SOURCES = ('stats', 'aggregate', 'unpublished')
 #: Hosts per capacity aggregate. nova's HostManager gives every member
 #: host the same Aggregate objects (aggs_by_id), so a cloud of 100k
 #: hosts in racks of 40 has 2,500 such aggregates, not 100k.
@@ -105,15 +106,19 @@ def build_hosts(count, source):
         return [support.make_host(f'host{index}', max_ports=200,
                                   stats=compute_stats(index))
                 for index in range(count)]
-    if source == 'model':
+    if source == 'unpublished':
+        # nova's own libvirt driver: no capacity, so no host passes a
+        # request for ports (unknown_host_policy = reject).
         return [support.make_host(f'host{index}', stats=compute_stats(index))
                 for index in range(count)]
-    # Every host is also in an availability-zone aggregate without the
-    # key, as most are, so the filter looks at two aggregates per host.
+    # Published capacities under a ceiling in rack aggregates. Every host
+    # is also in an availability-zone aggregate without the key, as most
+    # are, so the filter looks at two aggregates per host.
     zone = support.make_aggregate(0, None, name='az1')
     racks = [support.make_aggregate(index + 1, '200', name=f'rack{index}')
              for index in range(-(-count // HOSTS_PER_AGGREGATE))]
-    return [support.make_host(f'host{index}', stats=compute_stats(index),
+    return [support.make_host(f'host{index}', max_ports=200,
+                              stats=compute_stats(index),
                               aggregates=[
                                   zone, racks[index // HOSTS_PER_AGGREGATE]])
             for index in range(count)]

@@ -24,7 +24,7 @@ uninstrumented speed; the handler calls run ~50-100x slower than native,
 which costs nothing here since nothing is timed.
 
     python benchmarks/filter_work.py [--hosts 1000 10000 100000]
-        [--chain-hosts 10000] [--sources stats aggregate model]
+        [--chain-hosts 10000] [--sources stats aggregate unpublished]
         [--ll-size BYTES] [--no-plot] [--out DIR]
 """
 
@@ -309,8 +309,8 @@ def main(argv=None):
                         default=[1000, 10000, 100000])
     parser.add_argument('--chain-hosts', type=int, default=10000)
     parser.add_argument('--sources', nargs='+',
-                        default=['stats', 'aggregate', 'model'],
-                        choices=('stats', 'aggregate', 'model'))
+                        default=['stats', 'aggregate', 'unpublished'],
+                        choices=('stats', 'aggregate', 'unpublished'))
     parser.add_argument('--ll-size', type=int, default=DEFAULT_LL_SIZE)
     parser.add_argument('--out', default=RESULTS)
     parser.add_argument('--no-plot', action='store_true')

@@ -1,27 +1,23 @@
 """Where a host's hotplug port capacity comes from, without nova objects.
 
-The scheduler filter asks, in order, and the first answer wins:
+Only the host itself can say what it boots: its pcie-sched compute driver
+publishes ``pci_hotplug_ports_max`` in ``ComputeNode.stats``, measured by
+the probe on that host or modelled there for the machine type and
+firmware its guests really get. The scheduler does not guess for a host
+that publishes nothing: such a host runs no pcie-sched driver (nova's own
+libvirt driver, another hypervisor) or its driver reports no capacity
+(its guests get a machine type without PCI Express, such as nova's
+``pc``), and no guest of it gets the ports asked for, whatever QEMU could
+boot. ``[pcie_sched] unknown_host_policy`` decides for such hosts; the
+capacity model has no say on the scheduler side.
 
-1. ``stats``: the compute node's own published value
-   (``pci_hotplug_ports_max`` in ``ComputeNode.stats``, measured or
-   modelled by the compute driver on the host itself);
-2. ``aggregate``: the operator's override in aggregate metadata
-   (the smallest value when the host is in several aggregates, because
-   the operator promised each of them);
-3. ``model``: the capacity model, from what every libvirt host reports
-   anyway (QEMU version, architecture) plus the scheduler's options for
-   the machine type and firmware;
-4. ``unknown``: nothing answered; ``[pcie_sched] unknown_host_policy``
-   decides.
-
-Values from stats and aggregate metadata are strings typed by programs
-and people; a malformed one is ignored (the next source answers) rather
-than trusted or allowed to raise, with one warning per distinct value.
+Values from stats are strings typed by programs and people; a malformed
+one counts as no capacity rather than being trusted or allowed to raise,
+with one warning per distinct value.
 """
 
 import functools
 import json
-import threading
 import typing as ty
 
 from oslo_log import log as logging
@@ -32,11 +28,9 @@ LOG = logging.getLogger(__name__)
 
 SOURCE_STATS = 'stats'
 SOURCE_AGGREGATE = 'aggregate'
-SOURCE_MODEL = 'model'
 SOURCE_UNKNOWN = 'unknown'
-
-#: nova's libvirt driver reports this hypervisor_type for QEMU and KVM.
-QEMU_HYPERVISOR_TYPE = 'QEMU'
+#: The host publishes the key with a value that is no capacity.
+SOURCE_INVALID = 'invalid'
 
 
 class HostCapacity(ty.NamedTuple):
@@ -130,6 +124,14 @@ def parse_capacity_cached(value: ty.Any, source: str = SOURCE_STATS,
     return parsed
 
 
+#: What an ignored value means for the hosts it was read for.
+_EFFECT_OF_IGNORING = {
+    SOURCE_STATS: 'The host counts as publishing no capacity: [pcie_sched] '
+                  'unknown_host_policy decides for it.',
+    SOURCE_AGGREGATE: 'The aggregate sets no ceiling.',
+}
+
+
 def _parse_or_warn(value, warn_key, source, where) -> ty.Optional[int]:
     try:
         return check_capacity(value)
@@ -140,14 +142,13 @@ def _parse_or_warn(value, warn_key, source, where) -> ty.Optional[int]:
                 _WARNED.clear()
             _WARNED.add(key)
             LOG.warning(
-                'Ignoring %(key)s=%(value)r in %(where)s: %(error)s. The '
-                'next capacity source decides for it (stats, then '
-                'aggregate metadata, then the capacity model, then '
-                '[pcie_sched] unknown_host_policy). Logged once for this '
-                'value; other hosts or aggregates with it are not named.',
+                'Ignoring %(key)s=%(value)r in %(where)s: %(error)s. '
+                '%(effect)s Logged once for this value; other hosts or '
+                'aggregates with it are not named.',
                 {'key': spec.HOST_CAPACITY_KEY, 'value': value,
                  'where': describe_origin(source, where),
-                 'error': exc.reason + '; accepted: ' + exc.accepted})
+                 'error': exc.reason + '; accepted: ' + exc.accepted,
+                 'effect': _EFFECT_OF_IGNORING.get(source, '')})
         return None
 
 
@@ -213,68 +214,6 @@ def _arch_from_json(cpu_info: str) -> ty.Optional[str]:
     except Exception:  # also RecursionError from deeply nested JSON
         return None
     return arch if isinstance(arch, str) else None
-
-
-class ModelCache:
-    """Capacity model answers keyed by what hosts report.
-
-    A cloud has many hosts and few distinct (QEMU version, architecture)
-    pairs, so the model runs once per pair, not once per host. Safe to
-    share between scheduler threads: entries are immutable and a race
-    only computes the same answer twice.
-    """
-
-    #: Distinct host configurations remembered before starting afresh;
-    #: far more than a cloud has, small enough never to matter.
-    MAX_ENTRIES = 4096
-
-    def __init__(self, machine_types: ty.Mapping[str, str],
-                 firmware: ty.Mapping[str, str]) -> None:
-        self._machine_types = dict(machine_types)
-        self._firmware = dict(firmware)
-        self._answers: dict = {}
-        self._lock = threading.Lock()
-
-    def max_ports(self, hypervisor_type: ty.Any, hypervisor_version: ty.Any,
-                  cpu_info: ty.Any) -> ty.Optional[int]:
-        key = (hypervisor_type, hypervisor_version, cpu_info)
-        try:
-            return self._answers[key]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable value from a broken host
-            return None
-        answer = self._compute(hypervisor_type, hypervisor_version, cpu_info)
-        with self._lock:
-            if len(self._answers) >= self.MAX_ENTRIES:
-                self._answers.clear()
-            self._answers[key] = answer
-        return answer
-
-    def _compute(self, hypervisor_type, hypervisor_version, cpu_info
-                 ) -> ty.Optional[int]:
-        if hypervisor_type != QEMU_HYPERVISOR_TYPE:
-            return None
-        if (isinstance(hypervisor_version, bool) or
-                not isinstance(hypervisor_version, int) or
-                hypervisor_version <= 0):
-            return None
-        arch = arch_from_cpu_info(cpu_info)
-        machine = self._machine_types.get(arch)
-        if machine is None:
-            return None
-        # Imported here so that the filter's module stays importable (and
-        # the no-spec path free) even if the model cannot load.
-        from pcie_sched import capacity
-        from pcie_sched import topology
-        try:
-            profile = topology.machine_profile(
-                arch, machine, self._firmware.get(arch, 'uefi'),
-                capacity.qemu_version_from_hypervisor_version(
-                    hypervisor_version))
-            return capacity.estimate(profile).max_ports
-        except ValueError:
-            return None
 
 
 def guest_vector_limit(vcpus: ty.Any, guest_devices: int

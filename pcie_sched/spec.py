@@ -34,8 +34,8 @@ FLAVOR_KEY = 'hw:pci_hotplug_ports'
 IMAGE_KEY = 'hw_pci_hotplug_ports'
 #: Where nova keeps an instance's image properties.
 SYSTEM_METADATA_KEY = 'image_' + IMAGE_KEY
-#: Compute node stat (published by the driver) and aggregate metadata key
-#: (operator override) holding a host's maximum bootable root ports.
+#: Compute node stat (published by the driver: a host's maximum bootable
+#: root ports) and aggregate metadata key (the operator's ceiling on it).
 HOST_CAPACITY_KEY = 'pci_hotplug_ports_max'
 
 #: Bus numbers in one PCI segment (an 8-bit field in every config address).

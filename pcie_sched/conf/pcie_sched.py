@@ -9,6 +9,18 @@ from pcie_sched import capacity
 _ONE_VCPU_PORTS = (capacity.X86_VECTORS_PER_CPU - capacity.X86_BOOT_VECTORS -
                    capacity.X86_CONSOLE_VECTORS) // capacity.VECTORS_PER_PORT
 
+#: Why [pcie_sched] default_machine_types and default_firmware are gone.
+_NO_MODEL_REASON = (
+    'The scheduler no longer models the capacity of a host that publishes '
+    'none: such a host runs no pcie-sched compute driver (or its guests '
+    'get a machine type without PCI Express) and cannot give ports, '
+    'whatever the model says; [pcie_sched] unknown_host_policy decides for '
+    'it. The option is ignored.')
+
+#: Options kept registered (their names are an interface) that nothing
+#: reads any more.
+IGNORED_OPTS = ('default_machine_types', 'default_firmware')
+
 GROUP = cfg.OptGroup(
     'pcie_sched',
     title='PCIe hotplug port scheduling')
@@ -18,19 +30,32 @@ ALL_OPTS = [
         'unknown_host_policy',
         default='reject',
         choices=[
-            ('reject', 'A host whose capacity is unknown cannot take a '
-                       'guest that asks for hotplug ports.'),
-            ('accept', 'A host whose capacity is unknown takes any such '
-                       'guest; the compute driver still aborts a build it '
-                       'cannot boot, with the reason in the instance '
-                       'fault.'),
+            ('reject', 'A host that publishes no capacity takes no guest '
+                       'that asks for hotplug ports.'),
+            ('accept', 'A host that publishes no capacity takes such '
+                       'guests anyway. On a host running nova\'s own '
+                       'libvirt driver the guest then goes ACTIVE with the '
+                       'ports nova gives every guest ([libvirt] '
+                       'num_pcie_ports, or libvirt\'s one or two spare) '
+                       'instead of the ports asked for, and nothing '
+                       'reports it; on a pcie-sched host whose '
+                       'guests get a machine type without PCI Express the '
+                       'build aborts in ERROR.'),
         ],
-        help='What the PciHotplugPortsFilter does with a host that publishes '
-             'no capacity, is in no aggregate with pci_hotplug_ports_max and '
-             'for which the capacity model has no answer (for example a '
-             'non-libvirt host, or an architecture the model does not '
-             'know). The default is safe: a guest that asks for ports never '
-             'lands where it might stop in the firmware.'),
+        help='What PciHotplugPortsFilter does with a host that publishes '
+             'no pci_hotplug_ports_max stat, or an invalid one. Only the '
+             'pcie-sched compute driver (PcieSchedLibvirtDriver) publishes '
+             'it and only that driver gives a guest its hotplug ports, so '
+             'such a host runs no pcie-sched driver (nova\'s own libvirt '
+             'driver, a rolling upgrade, a reverted config, another '
+             'hypervisor) or its guests get a machine type without PCI '
+             'Express (nova\'s pc when [libvirt] hw_machine_type is not '
+             'set): it cannot give ports. The filter does not estimate a '
+             'capacity for it, and aggregate metadata '
+             'pci_hotplug_ports_max alone does not make it pass. Each '
+             'request that asks for ports logs at INFO which hosts publish '
+             'none. "accept" is only for a cloud that knows every such '
+             'host boots the guests it is sent anyway.'),
     cfg.IntOpt(
         'cold_plugged_base_ports',
         default=3,
@@ -63,14 +88,21 @@ ALL_OPTS = [
     cfg.DictOpt(
         'default_machine_types',
         default={'x86_64': 'q35', 'aarch64': 'virt'},
-        help='Machine type per guest architecture that the capacity model '
-             'assumes for a host that publishes no capacity. Keep it in '
-             'line with [libvirt] hw_machine_type on the compute hosts.'),
+        deprecated_for_removal=True,
+        deprecated_reason=_NO_MODEL_REASON,
+        help='No effect. Machine type per guest architecture that the '
+             'scheduler\'s capacity model used to assume for a host that '
+             'publishes no capacity. The compute driver uses [libvirt] '
+             'hw_machine_type on each host.'),
     cfg.DictOpt(
         'default_firmware',
         default={'x86_64': 'uefi', 'aarch64': 'uefi'},
-        help='Firmware kind (uefi or bios) per guest architecture that the '
-             'capacity model assumes for a host that publishes no capacity.'),
+        deprecated_for_removal=True,
+        deprecated_reason=_NO_MODEL_REASON,
+        help='No effect. Firmware kind per guest architecture that the '
+             'scheduler\'s capacity model used to assume for a host that '
+             'publishes no capacity. The compute driver uses '
+             '[pcie_sched_compute] firmware on each host.'),
 ]
 
 

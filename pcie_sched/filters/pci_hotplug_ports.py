@@ -10,7 +10,8 @@ Enable in nova-scheduler's nova.conf (one line each; wrapped here)::
 
 The per-request work (parsing the flavor, counting cold-plugged devices)
 happens once in :meth:`filter_all`; each host then costs a dictionary
-lookup or two, and each aggregate's metadata is parsed once per request.
+lookup or two per stat and aggregate, and each aggregate's metadata is
+parsed once per request.
 A request without ``hw:pci_hotplug_ports`` returns the host list
 untouched.
 """
@@ -33,6 +34,11 @@ CONF = pcie_conf.CONF
 #: _add_rng_device); it is a PCIe endpoint behind a root port.
 RNG_ALLOWED_KEY = 'hw_rng:allowed'
 
+#: Hosts named in the once-per-request line about hosts that publish no
+#: capacity; the rest are only counted. Enough to see a pattern (one
+#: rack, one cell), short enough for one log line at cloud scale.
+MAX_NAMED_HOSTS = 10
+
 
 class PciHotplugPortsFilter(filters.BaseHostFilter):
     """Pass hosts whose QEMU, firmware and machine boot the ports asked for.
@@ -41,9 +47,14 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
     cold-plugged PCIe device (nova's always-present devices, networks,
     ephemeral and swap disks, the virtio RNG nova adds unless the flavor
     forbids it, PCI devices passed through by flavor aliases); a host
-    passes when that total fits its capacity (see
-    :mod:`pcie_sched.host_capacity` for where capacity comes from). An
-    invalid request passes no host and never raises.
+    passes when that total fits its capacity: the ``pci_hotplug_ports_max``
+    stat its pcie-sched compute driver publishes, capped by the smallest
+    ``pci_hotplug_ports_max`` in the metadata of its aggregates (a ceiling
+    the operator sets, never a capacity of its own). A host that publishes
+    no capacity runs no pcie-sched driver and cannot give ports: it passes
+    only with ``[pcie_sched] unknown_host_policy = accept``, and then
+    still not above an aggregate ceiling. An invalid request passes no
+    host and never raises.
     """
 
     # The host and flavor do not change on rebuild, and the image property
@@ -52,9 +63,7 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._models = host_capacity.ModelCache(
-            CONF.pcie_sched.default_machine_types,
-            CONF.pcie_sched.default_firmware)
+        _read_deprecated_options()
 
     def filter_all(self, filter_obj_list, spec_obj):
         try:
@@ -80,52 +89,87 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
         beyond_guest = guest_limit is not None and needed > guest_limit
         passing = []
         best = host_capacity.UNKNOWN
+        # Hosts that publish no capacity or an invalid one, for one log
+        # line per request rather than one per host.
+        unpublished = []
+        invalid = []
         # Hosts share nova's Aggregate objects (HostManager hands every
-        # host the same instances), so each aggregate's metadata is read
-        # once per request rather than once per member host.
-        aggregate_memo = {}
-        capacity_of = self._capacity
+        # host the same instances), so each aggregate's ceiling is read
+        # once per request rather than once per member host. Keyed by the
+        # object (identity: nova's Aggregate defines no equality), which
+        # also keeps it alive while the memo lives.
+        ceilings = {}
+        # Aggregates read in this request that cannot reject it (no
+        # ceiling, or one the request fits): a host in no others passes
+        # on its published value alone, checked in one C-level call.
+        harmless = set()
+        only_harmless = harmless.issuperset
+        published_of = self._published
+        lowest_ceiling = self._lowest_ceiling
         known = host_capacity.parsed_capacities().get
         key = spec.HOST_CAPACITY_KEY
         for host_state in filter_obj_list:
             if not beyond_guest:
-                # The common case, inlined: a published value parsed for an
-                # earlier host that is big enough. Anything else (no or new
-                # value, a broken host, a rejection to log) takes the full
-                # path below.
+                # The common cases, inlined: a published value parsed for
+                # an earlier host that is big enough, in aggregates already
+                # read whose ceiling, if any, is big enough too; and no
+                # published value at all. Anything else (a new value, an
+                # aggregate not read yet, a broken host, a rejection to
+                # log) takes the full path.
                 try:
                     stats = host_state.stats
-                    published = known(stats.get(key)) if stats else None
+                    value = stats.get(key) if stats else None
+                    published = known(value)
+                    if published is not None and published >= needed:
+                        aggregates = host_state.aggregates
+                        if not aggregates or only_harmless(aggregates):
+                            passing.append(host_state)
+                            continue
+                    elif value is None and not accept_unknown:
+                        # No pcie-sched driver: rejected at once. (With
+                        # "accept" a ceiling may still reject it, below.)
+                        unpublished.append(host_state)
+                        continue
                 except Exception:  # the full path logs it
-                    published = None
-                if published is not None and published >= needed:
-                    passing.append(host_state)
-                    continue
+                    pass
             try:
-                max_ports, source = capacity_of(host_state, aggregate_memo)
+                max_ports, source = published_of(host_state)
+                ceiling, fence = lowest_ceiling(host_state, ceilings,
+                                                harmless, needed)
             except Exception:  # a broken host must not fail the request
                 LOG.exception('PciHotplugPortsFilter: cannot read the '
                               'capacity of %s; treating it as unknown',
                               host_state)
                 max_ports, source = host_capacity.UNKNOWN
+                ceiling = None
             if beyond_guest and host_capacity.arch_from_cpu_info(
                     getattr(host_state, 'cpu_info', None)) == 'x86_64':
                 # Whatever the host boots, the guest would not survive.
                 max_ports = guest_limit
                 source = (f"the guest's interrupt vectors with {vcpus} "
                           f"vCPU(s)")
-            elif max_ports is None:
-                if accept_unknown:
-                    passing.append(host_state)
-                else:
-                    LOG.debug('%(host)s fails PciHotplugPortsFilter: needs '
-                              '%(needed)d root ports, capacity unknown and '
-                              'unknown_host_policy is reject',
-                              {'host': host_state, 'needed': needed})
-                continue
+            else:
+                if max_ports is None:
+                    (invalid if source == host_capacity.SOURCE_INVALID else
+                     unpublished).append(host_state)
+                    # A ceiling alone never makes such a host pass: it has
+                    # no driver to give the ports. With "accept" it still
+                    # keeps the host from requests above it.
+                    if not accept_unknown:
+                        continue
+                    if ceiling is None or ceiling >= needed:
+                        passing.append(host_state)
+                        continue
+                if ceiling is not None and (max_ports is None or
+                                            ceiling < max_ports):
+                    max_ports = ceiling
+                    source = None  # named below, only if it rejects
             if max_ports >= needed:
                 passing.append(host_state)
                 continue
+            if source is None:
+                source = 'the ceiling in ' + host_capacity.describe_origin(
+                    host_capacity.SOURCE_AGGREGATE, fence)
             if best.max_ports is None or max_ports > best.max_ports:
                 best = host_capacity.HostCapacity(max_ports, source)
             LOG.debug('%(host)s fails PciHotplugPortsFilter: needs %(needed)d '
@@ -134,6 +178,9 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
                       {'host': host_state, 'needed': needed,
                        'requested': requested, 'reserve': needed - requested,
                        'max': max_ports, 'source': source})
+        if unpublished or invalid:
+            _log_unknown_hosts(spec_obj, needed, unpublished, invalid,
+                               accept_unknown)
         if not passing and filter_obj_list:
             LOG.info('PciHotplugPortsFilter: no host can boot instance '
                      '%(uuid)s with %(requested)d free hotplug ports '
@@ -165,41 +212,99 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
             _pci_device_count(spec_obj),
             _has_rng(flavor))
 
-    def _capacity(self, host_state, aggregate_memo):
-        """(max_ports, source) for one host: the per-host hot path.
+    @staticmethod
+    def _published(host_state):
+        """(max_ports, source): the stat the host's driver publishes.
 
-        :param aggregate_memo: ``id(aggregate) -> (aggregate, capacity)``
-            for this request; holding the aggregate keeps its id from
-            being reused while the memo lives.
+        Without a valid one ``max_ports`` is None and ``source`` says
+        whether the stat is absent (``unknown``: no pcie-sched driver) or
+        invalid (warned about once per value).
         """
         stats = getattr(host_state, 'stats', None)
-        if stats:
-            published = host_capacity.parse_capacity_cached(
-                stats.get(spec.HOST_CAPACITY_KEY),
-                host_capacity.SOURCE_STATS, host_state)
-            if published is not None:
-                return published, host_capacity.SOURCE_STATS
-        aggregates = getattr(host_state, 'aggregates', None)
-        if aggregates:
-            override = None
-            for aggregate in aggregates:
-                try:
-                    value = aggregate_memo[id(aggregate)][1]
-                except KeyError:
-                    value = host_capacity.from_aggregate(aggregate)
-                    aggregate_memo[id(aggregate)] = (aggregate, value)
-                if value is not None and (override is None or
-                                          value < override):
-                    override = value
-            if override is not None:
-                return override, host_capacity.SOURCE_AGGREGATE
-        modelled = self._models.max_ports(
-            getattr(host_state, 'hypervisor_type', None),
-            getattr(host_state, 'hypervisor_version', None),
-            getattr(host_state, 'cpu_info', None))
-        if modelled is not None:
-            return modelled, host_capacity.SOURCE_MODEL
-        return host_capacity.UNKNOWN
+        value = stats.get(spec.HOST_CAPACITY_KEY) if stats else None
+        published = host_capacity.parse_capacity_cached(
+            value, host_capacity.SOURCE_STATS, host_state)
+        if published is not None:
+            return published, host_capacity.SOURCE_STATS
+        if value is None:
+            return host_capacity.UNKNOWN
+        return None, host_capacity.SOURCE_INVALID
+
+    @staticmethod
+    def _lowest_ceiling(host_state, ceilings, harmless, needed):
+        """(ceiling, aggregate): the host's smallest aggregate ceiling.
+
+        ``(None, None)`` when no aggregate of the host sets one.
+
+        :param ceilings: ``aggregate -> ceiling or None`` for this
+            request; aggregates not read yet are read and added, and
+            those that cannot reject ``needed`` root ports are also added
+            to ``harmless``.
+        """
+        lowest = fence = None
+        for aggregate in getattr(host_state, 'aggregates', None) or ():
+            try:
+                ceiling = ceilings[aggregate]
+            except KeyError:
+                ceiling = ceilings[aggregate] = host_capacity.from_aggregate(
+                    aggregate)
+                if ceiling is None or ceiling >= needed:
+                    harmless.add(aggregate)
+            except TypeError:  # not hashable: read it each time
+                ceiling = host_capacity.from_aggregate(aggregate)
+            if ceiling is not None and (lowest is None or ceiling < lowest):
+                lowest, fence = ceiling, aggregate
+        return lowest, fence
+
+
+def _read_deprecated_options() -> None:
+    """Let oslo.config warn about options that no longer have an effect.
+
+    oslo.config names an option deprecated for removal, once per process,
+    when its value is read and was set in a config file; nova-scheduler
+    does not dump its options at start, and nothing reads these any
+    more, so the filter reads them once when nova loads it.
+    """
+    for name in pcie_conf.pcie_sched.IGNORED_OPTS:
+        try:
+            getattr(CONF.pcie_sched, name)
+        except Exception:  # a malformed value is as ignored as a good one
+            pass
+
+
+def _log_unknown_hosts(spec_obj, needed, unpublished, invalid,
+                       accept) -> None:
+    """One INFO line per request for hosts without a usable capacity."""
+    outcome = ('passed unless an aggregate ceiling is lower ([pcie_sched] '
+               'unknown_host_policy = accept)' if accept else
+               'rejected ([pcie_sched] unknown_host_policy = reject)')
+    if unpublished:
+        LOG.info('PciHotplugPortsFilter: %(count)d host(s) publish no '
+                 '%(key)s and so run no pcie-sched compute driver that can '
+                 'give instance %(uuid)s its %(needed)d root ports (nova\'s '
+                 'own libvirt driver, or guests on a machine type without '
+                 'PCI Express such as pc): %(hosts)s; %(outcome)s',
+                 {'count': len(unpublished), 'key': spec.HOST_CAPACITY_KEY,
+                  'uuid': _instance_uuid(spec_obj), 'needed': needed,
+                  'hosts': _host_names(unpublished), 'outcome': outcome})
+    if invalid:
+        LOG.info('PciHotplugPortsFilter: %(count)d host(s) publish an '
+                 'invalid %(key)s (warned once per value): %(hosts)s; '
+                 '%(outcome)s',
+                 {'count': len(invalid), 'key': spec.HOST_CAPACITY_KEY,
+                  'hosts': _host_names(invalid), 'outcome': outcome})
+
+
+def _host_names(host_states) -> str:
+    """The first MAX_NAMED_HOSTS host names, and how many more there are."""
+    names = []
+    for host_state in host_states[:MAX_NAMED_HOSTS]:
+        host = getattr(host_state, 'host', None)
+        node = getattr(host_state, 'nodename', None)
+        names.append(str(host) if node in (None, host) else
+                     f'{host} (node {node})')
+    more = len(host_states) - len(names)
+    return ', '.join(names) + (f' and {more} more' if more > 0 else '')
 
 
 def _network_count(spec_obj) -> int:

@@ -32,6 +32,16 @@ RESOURCE_TRACKER_STATS = {
     'failed_builds': '0'}
 
 
+class _Unreadable(dict):
+    """Stats whose every read fails, as a half-loaded object's might."""
+
+    def __bool__(self):
+        return True
+
+    def get(self, *args):
+        raise RuntimeError('stats not loaded')
+
+
 def ports(requested):
     return {spec.FLAVOR_KEY: str(requested)}
 
@@ -65,29 +75,43 @@ class TestCapacitySources(FilterTestCase):
             'hosts': dict(small=dict(max_ports=16), exact=dict(max_ports=21),
                           big=dict(max_ports=200)),
             'requested': 16, 'expected': ['exact', 'big']}),
-        # Stats beat aggregate metadata.
-        ('stats_over_aggregate', {
+        # Aggregate metadata is a ceiling on the published stat: it
+        # lowers a capacity and never raises one.
+        ('aggregate_ceiling_below_stats', {
+            'hosts': dict(a=dict(max_ports=200, aggregate_max=[10])),
+            'requested': 16, 'expected': []}),
+        ('aggregate_ceiling_above_stats', {
             'hosts': dict(a=dict(max_ports=10, aggregate_max=[200])),
             'requested': 16, 'expected': []}),
-        # Smallest aggregate value wins; garbage is ignored.
+        ('aggregate_ceiling_exact', {
+            'hosts': dict(a=dict(max_ports=200, aggregate_max=[21])),
+            'requested': 16, 'expected': ['a']}),
+        # The smallest aggregate value is the ceiling; garbage sets none.
         ('aggregates', {
-            'hosts': dict(one=dict(aggregate_max=[64, 'junk']),
-                          two=dict(aggregate_max=[64, 12]),
-                          neg=dict(aggregate_max=[-5],
-                                   hypervisor_type='ironic')),
-            'requested': 16, 'expected': ['one']}),
+            'hosts': dict(one=dict(max_ports=200, aggregate_max=[64, 'junk']),
+                          two=dict(max_ports=200, aggregate_max=[64, 12]),
+                          junk=dict(max_ports=200, aggregate_max=['junk'])),
+            'requested': 16, 'expected': ['one', 'junk']}),
+        # A host that publishes no capacity has no pcie-sched driver: an
+        # aggregate value does not make it pass, and neither does the
+        # capacity model (which would give a QEMU 7.2 q35 host 232).
+        ('aggregate_without_stats', {
+            'hosts': dict(a=dict(aggregate_max=[64]),
+                          b=dict(aggregate_max=[64],
+                                 hypervisor_type='ironic')),
+            'requested': 16, 'expected': []}),
         # A compute node's stats always hold nova's own counters; without
-        # the capacity key the next sources decide (aggregate, model).
+        # the capacity key the host has no pcie-sched driver.
         ('resource_tracker_stats_only', {
             'hosts': dict(
                 aggregate=dict(stats=RESOURCE_TRACKER_STATS,
-                               aggregate_max=[12]),
-                model=dict(stats=RESOURCE_TRACKER_STATS)),
-            'requested': 16, 'expected': ['model']}),
-        # Broken stats fall through to the next source.
+                               aggregate_max=[64]),
+                plain=dict(stats=RESOURCE_TRACKER_STATS)),
+            'requested': 16, 'expected': []}),
+        # Broken stats are no capacity either.
         ('malformed_stats', {
             'hosts': dict(a=dict(max_ports='lots', aggregate_max=[30])),
-            'requested': 16, 'expected': ['a']}),
+            'requested': 16, 'expected': []}),
         ('reserve_counts_networks', {
             'hosts': dict(a=dict(max_ports=21)),
             'requested': 16, 'networks': 2, 'expected': []}),
@@ -217,37 +241,74 @@ class TestFilterBehaviour(FilterTestCase):
             hosts, support.make_request(ports(64), rebuild=True)))
 
     def test_mixed_hosts_keep_their_order(self):
-        # Hosts decided by the stats shortcut and by the full path (no
-        # stat, aggregate, model, a value not seen before, a broken one)
-        # come back in the handler's order, as nova's weighers see them.
-        shared = support.make_aggregate(7, '64', name='rack7')
+        # Hosts decided by the inlined path and by the full path (no stat,
+        # an aggregate read for the first time or already read, a ceiling
+        # that rejects, a value not seen before, a broken one) come back
+        # in the handler's order, as nova's weighers see them.
+        rack = support.make_aggregate(7, '64', name='rack7')
+        fence = support.make_aggregate(8, '12', name='fenced')
+        zone = support.make_aggregate(9, None, name='az1')
         hosts = [support.make_host('stats-big', max_ports=200),
-                 support.make_host('model-q35'),
+                 support.make_host('unpublished'),
+                 support.make_host('rack-1', max_ports=200,
+                                   aggregates=[zone, rack]),
                  support.make_host('stats-small', max_ports=8),
-                 support.make_host('aggregate', aggregates=[shared]),
+                 support.make_host('fenced-1', max_ports=200,
+                                   aggregates=[zone, fence]),
+                 support.make_host('aggregate-only', aggregates=[rack]),
+                 support.make_host('rack-2', max_ports=200,
+                                   aggregates=[rack, zone]),
                  support.make_host('stats-new-value', max_ports=201),
+                 support.make_host('fenced-2', max_ports=200,
+                                   aggregates=[fence]),
                  support.make_host('vmware', hypervisor_type='VMware'),
                  support.make_host('stats-bad', max_ports='lots'),
-                 support.make_host('stats-big-again', max_ports=200)]
+                 support.make_host('fenced-unpublished', aggregates=[fence]),
+                 support.make_host('stats-big-again', max_ports=200,
+                                   aggregates=[zone])]
         request = support.make_request(ports(16))
-        # An invalid stat is ignored with a warning: the model decides.
-        expected = ['stats-big', 'model-q35', 'aggregate',
-                    'stats-new-value', 'stats-bad', 'stats-big-again']
-        # Twice: the second request finds every value already parsed.
-        for _ in range(2):
-            self.assertEqual(expected, self.run_filter(hosts, request))
+        published = ['stats-big', 'rack-1', 'rack-2', 'stats-new-value',
+                     'stats-big-again']
+        # With "accept" the hosts without a usable stat pass too, unless
+        # a ceiling is below the request.
+        unknown = ['unpublished', 'aggregate-only', 'vmware', 'stats-bad']
         flt = pci_hotplug_ports.PciHotplugPortsFilter()
-        self.assertEqual(expected, [host.host for host in hosts
-                                    if flt.host_passes(host, request)])
+        for policy in ('reject', 'accept'):
+            self.flags(unknown_host_policy=policy, group='pcie_sched')
+            expected = [host.host for host in hosts
+                        if host.host in published or
+                        (policy == 'accept' and host.host in unknown)]
+            # Twice: the second request finds every value already parsed.
+            for _ in range(2):
+                self.assertEqual(expected, self.run_filter(hosts, request))
+            self.assertEqual(expected, [host.host for host in hosts
+                                        if flt.host_passes(host, request)])
+
+    def test_rejection_log_names_the_aggregate_ceiling(self):
+        fence = support.make_aggregate(9, '12', name='bad-firmware')
+        hosts = [support.make_host('fenced', max_ports=232,
+                                   aggregates=[fence])]
+        self.assertEqual([], self.run_filter(
+            hosts, support.make_request(ports(16))))
+        output = self.filter_log.output
+        self.assertIn("can boot 12 (from the ceiling in the metadata of "
+                      "aggregate 'bad-firmware' (id 9))", output)
+        self.assertIn('largest known capacity: 12 (from the ceiling',
+                      output)
 
     def test_one_host_with_unreadable_stats_does_not_fail_the_others(self):
         hosts = [support.make_host(f'h{index}', max_ports=64)
                  for index in range(3)]
         hosts[1].stats = None  # not a dict: the shortcut cannot read it
+        hosts.append(support.make_host('h3', max_ports=64))
+        hosts[3].stats = _Unreadable()
         request = support.make_request(ports(16))
         for _ in range(2):
-            self.assertEqual(['h0', 'h1', 'h2'],
-                             self.run_filter(hosts, request))
+            # h1 publishes nothing; h3's stats raise: both are unknown.
+            self.assertEqual(['h0', 'h2'], self.run_filter(hosts, request))
+        self.assertIn('cannot read the capacity of', self.filter_log.output)
+        self.assertIn('2 host(s) publish no pci_hotplug_ports_max',
+                      self.filter_log.output)
 
     def test_host_passes_agrees_with_filter_all(self):
         flt = pci_hotplug_ports.PciHotplugPortsFilter()
@@ -346,12 +407,16 @@ class TestMalformedCapacityWarnings(FilterTestCase):
         self.assertIn(f'accepted: {spec.ACCEPTED}', lots)
         self.assertIn("pci_hotplug_ports_max='-3'", negative)
         self.assertIn('other', negative)
+        for line in lines:
+            self.assertIn('The host counts as publishing no capacity: '
+                          '[pcie_sched] unknown_host_policy decides for it.',
+                          line)
 
     def test_bad_aggregate_metadata_names_the_aggregate(self):
         shared = [support.make_aggregate(7, '1e3', name='rack-7'),
                   support.make_aggregate(8, '40', name='rack-8')]
-        hosts = [support.make_host(f'h{i}', hypervisor_type='ironic',
-                                   aggregates=shared) for i in range(20)]
+        hosts = [support.make_host(f'h{i}', max_ports=255, aggregates=shared)
+                 for i in range(20)]
         self.assertEqual(
             [host.host for host in hosts],
             self.run_filter(hosts, support.make_request(ports(16))))
@@ -361,6 +426,7 @@ class TestMalformedCapacityWarnings(FilterTestCase):
         self.assertIn("pci_hotplug_ports_max='1e3'", lines[0])
         self.assertIn("aggregate 'rack-7' (id 7)", lines[0])
         self.assertIn(f'accepted: {spec.ACCEPTED}', lines[0])
+        self.assertIn('The aggregate sets no ceiling.', lines[0])
 
     def test_same_value_in_stats_and_aggregate_is_named_for_each(self):
         hosts = [support.make_host(
@@ -416,8 +482,31 @@ class TestGuestVectorLimit(FilterTestCase):
             host, support.make_request(ports(220), vcpus=1)))
 
 
-class TestCapacityModelSource(FilterTestCase):
-    """Hosts that publish nothing are judged by the capacity model."""
+class UnknownHostLogCase(FilterTestCase):
+    """Captures the filter's log with the level of each line."""
+
+    def setUp(self):
+        super().setUp()
+        # As FilterTestCase's, with the level of each line.
+        self.filter_log = self.info_log = self.useFixture(
+            fixtures.FakeLogger(name=pci_hotplug_ports.__name__,
+                                level=logging.DEBUG,
+                                format='%(levelname)s %(message)s'))
+
+    def unknown_host_lines(self):
+        return [line for line in self.info_log.output.splitlines()
+                if 'publish no pci_hotplug_ports_max' in line]
+
+
+class TestHostsWithoutTheDriver(UnknownHostLogCase):
+    """A host that publishes no capacity cannot give ports.
+
+    Only PcieSchedLibvirtDriver gives a guest its ports, and it publishes
+    pci_hotplug_ports_max. A host running nova's own libvirt driver
+    publishes nothing and boots the guest with nova's ports; the capacity
+    model (which would answer for its QEMU and architecture) must not
+    pass it.
+    """
 
     scenarios = [
         ('x86_64_q35_uefi', {'arch': 'x86_64', 'machine': 'q35',
@@ -428,20 +517,91 @@ class TestCapacityModelSource(FilterTestCase):
                              'firmware': 'bios'}),
     ]
 
-    def test_model_bound_is_exact(self):
+    def test_model_no_longer_decides(self):
+        # The options the scheduler-side model read are deprecated and
+        # ignored: set as the model's own inputs, they change nothing.
         self.flags(default_firmware={self.arch: self.firmware},
                    default_machine_types={self.arch: self.machine},
                    group='pcie_sched')
-        expected = capacity.estimate(topology.machine_profile(
+        modelled = capacity.estimate(topology.machine_profile(
             self.arch, self.machine, self.firmware, (7, 2))).max_ports
-        self.assertGreater(expected, RESERVE)
-        host = support.make_host('plain', arch=self.arch)
-        fits = support.make_request(ports(expected - RESERVE))
-        too_many = support.make_request(ports(expected - RESERVE + 1))
-        self.assertEqual(['plain'], self.run_filter([host], fits))
-        self.assertEqual([], self.run_filter([host], too_many))
-        self.assertIn(f'can boot {expected} (from model)',
-                      self.filter_log.output)
+        self.assertGreater(modelled, RESERVE + 1)
+        plain = support.make_host('plain', arch=self.arch,
+                                  stats=RESOURCE_TRACKER_STATS)
+        driver = support.make_host('driver', arch=self.arch,
+                                   max_ports=RESERVE + 1)
+        request = support.make_request(ports(1))
+        self.assertEqual(['driver'], self.run_filter([plain, driver],
+                                                     request))
+        (line,) = self.unknown_host_lines()
+        self.assertTrue(line.startswith('INFO '), line)
+        self.assertIn('1 host(s) publish no pci_hotplug_ports_max', line)
+        self.assertIn(f'instance {support.uuids.instance}', line)
+        self.assertIn(': plain; rejected ([pcie_sched] '
+                      'unknown_host_policy = reject)', line)
+
+    def test_accept_passes_them_and_still_names_them(self):
+        self.flags(unknown_host_policy='accept', group='pcie_sched')
+        plain = support.make_host('plain', arch=self.arch)
+        self.assertEqual(['plain'], self.run_filter(
+            [plain], support.make_request(ports(1))))
+        (line,) = self.unknown_host_lines()
+        self.assertIn(': plain; passed unless an aggregate ceiling is '
+                      'lower ([pcie_sched] unknown_host_policy = accept)',
+                      line)
+
+
+class TestUnknownHostLog(UnknownHostLogCase):
+    """Hosts without a capacity are named once per request, bounded."""
+
+    def test_one_line_per_request_with_a_bounded_list(self):
+        hosts = ([support.make_host(f'plain{index:02d}')
+                  for index in range(25)] +
+                 [support.make_host('driver', max_ports=255),
+                  support.make_host('bad', max_ports='lots')])
+        request = support.make_request(ports(16))
+        for _ in range(2):
+            self.assertEqual(['driver'], self.run_filter(hosts, request))
+        lines = self.unknown_host_lines()
+        self.assertEqual(2, len(lines), self.info_log.output)
+        for line in lines:
+            self.assertIn('25 host(s) publish no pci_hotplug_ports_max',
+                          line)
+            named = ', '.join(f'plain{index:02d}' for index in range(10))
+            self.assertIn(f': {named} and 15 more; rejected', line)
+            self.assertNotIn('plain10', line)
+        invalid = [line for line in self.info_log.output.splitlines()
+                   if 'publish an invalid pci_hotplug_ports_max' in line]
+        self.assertEqual(2, len(invalid), self.info_log.output)
+        self.assertIn('1 host(s)', invalid[0])
+        self.assertIn(': bad; rejected', invalid[0])
+        # No line per host: the per-request line says it all.
+        self.assertNotIn('plain03 fails', self.info_log.output)
+        self.assertNotIn('DEBUG', self.info_log.output)
+
+    def test_hosts_that_publish_are_not_named(self):
+        hosts = [support.make_host('small', max_ports=8),
+                 support.make_host('big', max_ports=255)]
+        self.assertEqual(['big'], self.run_filter(
+            hosts, support.make_request(ports(16))))
+        self.assertEqual([], self.unknown_host_lines())
+
+    def test_aggregate_value_alone_does_not_pass_a_host(self):
+        rack = support.make_aggregate(3, '255', name='rack3')
+        plain = support.make_host('plain', aggregates=[rack])
+        self.assertEqual([], self.run_filter(
+            [plain], support.make_request(ports(16))))
+        self.assertEqual(1, len(self.unknown_host_lines()))
+        # With "accept" the host passes, but never above a ceiling.
+        self.flags(unknown_host_policy='accept', group='pcie_sched')
+        self.assertEqual(['plain'], self.run_filter(
+            [plain], support.make_request(ports(16))))
+        fenced = support.make_host('fenced', aggregates=[
+            support.make_aggregate(4, '12', name='fenced')])
+        self.assertEqual([], self.run_filter(
+            [fenced], support.make_request(ports(16))))
+        self.assertIn("can boot 12 (from the ceiling in the metadata of "
+                      "aggregate 'fenced' (id 4))", self.info_log.output)
 
 
 class TestNovaLoadsTheFilter(test.TestCase):
@@ -459,6 +619,28 @@ class TestNovaLoadsTheFilter(test.TestCase):
         self.assertEqual(['ComputeFilter', 'PciHotplugPortsFilter'], names)
         self.assertIsInstance(manager.enabled_filters[1],
                               pci_hotplug_ports.PciHotplugPortsFilter)
+
+    def test_ignored_options_set_in_nova_conf_are_named(self):
+        from nova.scheduler import host_manager
+        from oslo_config import fixture as config_fixture
+
+        from pcie_sched import conf as pcie_conf
+        from tests.unit import test_cmd_config
+        warnings = self.useFixture(test_cmd_config.DeprecatedOptionWarnings())
+        # As read from nova.conf, a value the old options would not even
+        # have understood.
+        self.useFixture(config_fixture.Config(pcie_conf.CONF)).\
+            load_raw_values(group='pcie_sched',
+                            default_machine_types='x86_64:pc',
+                            default_firmware='x86_64=seabios,')
+        self.flags(available_filters=[FILTER_PATH],
+                   enabled_filters=['PciHotplugPortsFilter'],
+                   group='filter_scheduler')
+        host_manager.HostManager()
+        for name in pcie_conf.pcie_sched.IGNORED_OPTS:
+            (line,) = warnings.lines(name)
+            self.assertIn('deprecated for removal', line)
+            self.assertIn('The option is ignored', line)
 
     def test_matching_classes_resolves_the_dotted_path(self):
         classes = filters.HostFilterHandler().get_matching_classes(

@@ -30,7 +30,6 @@ RESERVE_BASE = 3
 #: nova's own reading of hw_rng:allowed (oslo.utils' true words; any
 #: other value is false), default true: a virtio RNG on every guest.
 RNG_TRUE_WORDS = ('1', 't', 'true', 'on', 'y', 'yes')
-MACHINES = {'x86_64': 'q35', 'aarch64': 'virt'}
 
 #: What a stat or metadata value can be once it reaches the filter.
 #: Numbers cluster where requests and limits meet (a few ports plus the
@@ -87,19 +86,6 @@ def reference_arch(cpu_info):
     return arch if isinstance(arch, str) else None
 
 
-def reference_model(hypervisor_type, hypervisor_version, arch):
-    if (hypervisor_type != 'QEMU' or hypervisor_version <= 0 or
-            arch not in MACHINES):
-        return None
-    try:
-        return capacity.estimate(topology.machine_profile(
-            arch, MACHINES[arch], 'uefi',
-            capacity.qemu_version_from_hypervisor_version(
-                hypervisor_version))).max_ports
-    except ValueError:
-        return None
-
-
 def reference_rng(value):
     if value is None:
         return 1
@@ -121,19 +107,17 @@ def reference_decision(host, pool, needed, reserve, vcpus, policy,
     stat = host['stat']
     if not host['raw_stat'] and stat is not None:
         stat = str(stat)
-    capacity_ = reference_value(stat)
-    if capacity_ is None:
-        overrides = [reference_value(aggregate_value(pool[index]))
-                     for index in
-                     host['aggregates']]
-        overrides = [value for value in overrides if value is not None]
-        capacity_ = min(overrides) if overrides else None
-    if capacity_ is None:
-        capacity_ = reference_model(host['hypervisor_type'],
-                                    host['hypervisor_version'], arch)
-    if capacity_ is None:
+    published = reference_value(stat)
+    ceilings = [reference_value(aggregate_value(pool[index]))
+                for index in host['aggregates']]
+    ceilings = [value for value in ceilings if value is not None]
+    # An aggregate value is a ceiling, whatever the host publishes.
+    if ceilings and min(ceilings) < needed:
+        return False
+    if published is None:
+        # No pcie-sched driver: nothing else speaks for the host.
         return policy == 'accept'
-    return capacity_ >= needed
+    return published >= needed
 
 
 def build_host(name, host, pool):

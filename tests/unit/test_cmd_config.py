@@ -181,3 +181,68 @@ class TestCheckRefusesImpossibleCounts(testtools.TestCase):
         with contextlib.redirect_stderr(err):
             self.assertEqual(2, check.run(args))
         self.assertIn(self.said, err.getvalue())
+
+
+class DeprecatedOptionWarnings(fixtures.Fixture):
+    """Capture oslo.config's warnings about deprecated options afresh.
+
+    oslo.config warns once per option per process and oslo.log's
+    versionutils once per message, so both memories are cleared for the
+    test and put back after it.
+    """
+
+    def _setUp(self):
+        from oslo_log import versionutils
+        from pcie_sched.conf import pcie_sched as group
+        self.log = self.useFixture(fixtures.FakeLogger(level='WARNING'))
+        for opt in group.ALL_OPTS:
+            self.addCleanup(setattr, opt, '_logged_deprecation',
+                            opt._logged_deprecation)
+            opt._logged_deprecation = False
+        sent = versionutils._deprecated_messages_sent
+        saved = dict(sent)
+        sent.clear()
+        self.addCleanup(sent.update, saved)
+        self.addCleanup(sent.clear)
+
+    def lines(self, name):
+        return [line for line in self.log.output.splitlines()
+                if f'"{name}" from group "pcie_sched"' in line]
+
+
+class TestIgnoredSchedulerModelOptions(testtools.TestCase):
+    """default_machine_types and default_firmware no longer do anything.
+
+    Both are still registered (an option name is an interface) and read
+    from ``--config-file`` without an error, but oslo.config names them as
+    deprecated for removal with the reason, so that an operator who set
+    them (``x86_64:pc``, ``x86_64:seabios``) learns that they are ignored.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.addCleanup(main.load_config, [])
+        self.warnings = self.useFixture(DeprecatedOptionWarnings())
+
+    def test_cli_names_them_as_deprecated(self):
+        path = os.path.join(self.dir, 'nova.conf')
+        with open(path, 'w') as handle:
+            handle.write('[pcie_sched]\ndefault_machine_types = x86_64:pc\n'
+                         'default_firmware = x86_64:seabios\n')
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.assertEqual(0, main.main(
+                ['validate', 'hw:pci_hotplug_ports=4', '--config-file',
+                 path]))
+        for name in conf.pcie_sched.IGNORED_OPTS:
+            (line,) = self.warnings.lines(name)
+            self.assertIn('deprecated for removal', line)
+            self.assertIn('The option is ignored', line)
+            self.assertIn('unknown_host_policy', line)
+
+    def test_unset_options_are_not_named(self):
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.assertEqual(0, main.main(['validate',
+                                           'hw:pci_hotplug_ports=4']))
+        for name in conf.pcie_sched.IGNORED_OPTS:
+            self.assertEqual([], self.warnings.lines(name))

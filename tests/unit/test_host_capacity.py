@@ -102,6 +102,12 @@ class TestMalformedValueWarnings(testtools.TestCase):
         self.assertIn('greater than the maximum of 255', lines[2])
         for line in lines:
             self.assertIn(f'accepted: {spec.ACCEPTED}', line)
+        # What ignoring the value means: no capacity, never a fallback.
+        for line in lines[0], lines[2]:
+            self.assertIn('The host counts as publishing no capacity',
+                          line)
+            self.assertNotIn('model', line)
+        self.assertIn('The aggregate sets no ceiling.', lines[1])
 
     def test_values_equal_as_keys_are_parsed_apart(self):
         # 16.0 == 16 and True == 1 as dictionary keys; only ints and
@@ -125,6 +131,33 @@ class TestMalformedValueWarnings(testtools.TestCase):
         self.assertIn('aggregate of Broken', self.log.output)
 
 
+class TestNoSchedulerSideModel(testtools.TestCase):
+    """The scheduler does not estimate a capacity for a silent host."""
+
+    def test_model_cache_is_gone(self):
+        self.assertFalse(hasattr(host_capacity, 'ModelCache'))
+
+    def test_model_options_are_deprecated_with_a_reason(self):
+        from pcie_sched.conf import pcie_sched as group
+        opts = {opt.name: opt for opt in group.ALL_OPTS}
+        for name in ('default_machine_types', 'default_firmware'):
+            self.assertTrue(opts[name].deprecated_for_removal, name)
+            self.assertIn('unknown_host_policy',
+                          opts[name].deprecated_reason)
+            self.assertTrue(opts[name].help.startswith('No effect.'))
+
+    def test_unknown_host_policy_help_says_what_accept_means(self):
+        from pcie_sched.conf import pcie_sched as group
+        (opt,) = [opt for opt in group.ALL_OPTS
+                  if opt.name == 'unknown_host_policy']
+        choices = dict(opt.type.choices)
+        self.assertIn('runs no pcie-sched driver', opt.help)
+        self.assertIn("nova's pc", opt.help)
+        self.assertIn('cannot give ports', opt.help)
+        self.assertIn('ACTIVE', choices['accept'])
+        self.assertIn('ERROR', choices['accept'])
+
+
 class TestGuestVectorLimitHelp(testtools.TestCase):
 
     def test_help_quotes_the_model(self):
@@ -138,25 +171,3 @@ class TestGuestVectorLimitHelp(testtools.TestCase):
         (opt,) = [opt for opt in group.ALL_OPTS
                   if opt.name == 'enforce_guest_vector_limit']
         self.assertIn(f'at most {one_vcpu} root ports', opt.help)
-
-
-class TestModelCacheRefusals(testtools.TestCase):
-    """Hosts the model cannot speak for get no answer, not an exception."""
-
-    scenarios = [
-        ('not_qemu', {'args': ('ironic', 7002000,
-                               json.dumps({'arch': 'x86_64'}))}),
-        ('no_version', {'args': ('QEMU', None,
-                                 json.dumps({'arch': 'x86_64'}))}),
-        ('bool_version', {'args': ('QEMU', True,
-                                   json.dumps({'arch': 'x86_64'}))}),
-        ('unknown_arch', {'args': ('QEMU', 7002000,
-                                   json.dumps({'arch': 's390x'}))}),
-        ('broken_cpu_info', {'args': ('QEMU', 7002000, '{not json')}),
-        ('unhashable', {'args': ('QEMU', 7002000, ['x86_64'])}),
-    ]
-
-    def test_no_answer(self):
-        cache = host_capacity.ModelCache({'x86_64': 'q35'},
-                                         {'x86_64': 'uefi'})
-        self.assertIsNone(cache.max_ports(*self.args))
