@@ -41,9 +41,11 @@ fingerprint of the QEMU binary, the firmware file and the machine type.
 """
 
 import dataclasses
+import datetime
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess  # nosec B404  # argument lists only, no shell
@@ -155,12 +157,25 @@ class FindMaxResult:
     #: Why the result could not be cached ('' when it was, or came from
     #: the cache); the measurement itself is still valid.
     cache_error: str = ''
+    #: What was measured: arch, machine and firmware as asked for, the
+    #: firmware code file they resolved to, the fingerprint's inputs
+    #: (:func:`fingerprint_inputs`) and when (UTC, ISO 8601). Entries
+    #: cached before these were recorded have them empty; with them, a
+    #: measurement that an upgrade made stale can still be recognised
+    #: (:func:`stale_measurements`, ``pcie-sched cache``).
+    arch: str = ''
+    machine: str = ''
+    firmware: str = ''
+    firmware_code: str = ''
+    inputs: ty.Tuple[ty.Tuple[str, str], ...] = ()
+    measured_at: str = ''
 
     def to_dict(self) -> dict:
         document = dataclasses.asdict(self)
         document['steps'] = [
             {'ports': ports, 'outcome': outcome, 'seconds': seconds}
             for ports, outcome, seconds in self.steps]
+        document['inputs'] = dict(self.inputs)
         return document
 
 
@@ -464,20 +479,39 @@ def model_capacity(arch: str, machine: str, firmware: str
                                                       version))
 
 
-def fingerprint(arch: str, machine: str, firmware: str) -> str:
-    """What a measured maximum depends on: QEMU, firmware, machine."""
-    import hashlib
+#: The fingerprint's inputs, in the order they are hashed.
+INPUT_NAMES = ('recipe', 'arch', 'machine', 'qemu', 'qemu-binary',
+               'firmware', 'vars')
+
+
+def fingerprint_inputs(arch: str, machine: str,
+                       firmware: str) -> ty.Dict[str, str]:
+    """What a measured maximum depends on: QEMU, firmware, machine.
+
+    Keyed by :data:`INPUT_NAMES`; raises :class:`hostinfo.HostError`
+    when QEMU or the firmware is missing.
+    """
     binary = hostinfo.qemu_binary(arch)
     version_line, _ = hostinfo.qemu_version(binary)
     fw = hostinfo.firmware(arch, firmware)
     # The variable store decides too: the same Secure Boot code with
     # Microsoft's keys enrolled refuses the probe's unsigned payload.
     variables = hostinfo.file_digest(fw.variables) if fw.variables else '-'
-    parts = [f'recipe={RECIPE_VERSION}', f'arch={arch}',
-             f'machine={machine}', f'qemu={version_line}',
-             f'qemu-binary={hostinfo.file_digest(binary)}',
-             f'firmware={fw.kind}:{fw.digest()}', f'vars={variables}']
-    return hashlib.sha256('\n'.join(parts).encode()).hexdigest()
+    return {'recipe': str(RECIPE_VERSION), 'arch': arch, 'machine': machine,
+            'qemu': version_line, 'qemu-binary': hostinfo.file_digest(binary),
+            'firmware': f'{fw.kind}:{fw.digest()}', 'vars': variables}
+
+
+def _digest(inputs: ty.Mapping[str, str]) -> str:
+    """The fingerprint of ``inputs``; KeyError if one is missing."""
+    import hashlib
+    text = '\n'.join(f'{name}={inputs[name]}' for name in INPUT_NAMES)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint(arch: str, machine: str, firmware: str) -> str:
+    """The cache key of a measurement: a hash of its inputs."""
+    return _digest(fingerprint_inputs(arch, machine, firmware))
 
 
 def _cache_path(cache_dir: str, key: str) -> str:
@@ -502,14 +536,7 @@ def load_cached(arch: str, machine: str, firmware: str,
         return None
     try:
         with open(path) as handle:
-            document = json.load(handle)
-        steps = tuple((int(s['ports']), str(s['outcome']),
-                       float(s['seconds'])) for s in document['steps'])
-        result = FindMaxResult(
-            int(document['max_ports']), int(document['boots']),
-            float(document['seconds']), int(document['model_max_ports']),
-            str(document['limited_by']), str(document['strategy']),
-            str(document['fingerprint']), steps, cached=True)
+            result = _from_document(json.load(handle))
     except PermissionError as exc:
         # A result is there but this user may not read it: the reported
         # capacity silently falls back to the model unless someone says so.
@@ -527,10 +554,263 @@ def load_cached(arch: str, machine: str, firmware: str,
     return result if result.fingerprint == key else None
 
 
+def _from_document(document: ty.Any) -> FindMaxResult:
+    """A cached result from its JSON; KeyError, TypeError or ValueError."""
+    steps = tuple((int(s['ports']), str(s['outcome']),
+                   float(s['seconds'])) for s in document['steps'])
+    inputs = document.get('inputs') or {}
+    if not isinstance(inputs, dict):
+        raise TypeError(f'inputs={inputs!r}: not a mapping')
+    return FindMaxResult(
+        int(document['max_ports']), int(document['boots']),
+        float(document['seconds']), int(document['model_max_ports']),
+        str(document['limited_by']), str(document['strategy']),
+        str(document['fingerprint']), steps, cached=True,
+        arch=str(document.get('arch', '')),
+        machine=str(document.get('machine', '')),
+        firmware=str(document.get('firmware', '')),
+        firmware_code=str(document.get('firmware_code', '')),
+        inputs=tuple((str(name), str(value))
+                     for name, value in inputs.items()),
+        measured_at=str(document.get('measured_at', '')))
+
+
 def load_cached_max(arch: str, machine: str, firmware: str,
-                    cache_dir: ty.Optional[str] = None) -> ty.Optional[int]:
+                    cache_dir: ty.Optional[str] = None, *,
+                    warn_stale: bool = True) -> ty.Optional[int]:
+    """The measured maximum for this host's current binaries, or None.
+
+    What nova-compute's driver asks on every resource update. When there
+    is none but the cache holds measurements of the same arch, machine
+    and firmware under other binaries (a QEMU or firmware upgrade), a
+    WARNING says so and how to re-measure, once per cache directory and
+    current fingerprint (``warn_stale=False``: the caller says it).
+    """
     result = load_cached(arch, machine, firmware, cache_dir)
-    return None if result is None else result.max_ports
+    if result is not None:
+        return result.max_ports
+    if warn_stale:
+        _warn_if_stale(arch, machine, firmware, cache_dir)
+    return None
+
+
+#: (cache_dir, current fingerprint) already warned about as stale.
+_WARNED_STALE: ty.Set[ty.Tuple[str, str]] = set()
+
+
+def _warn_if_stale(arch, machine, firmware, cache_dir) -> None:
+    try:
+        key = (cache_dir or default_cache_dir(),
+               fingerprint(arch, machine, firmware))
+    except (hostinfo.HostError, OSError, cfg.Error):
+        return  # load_cached has said why, once
+    if key in _WARNED_STALE:
+        return
+    stale = stale_measurements(arch, machine, firmware, key[0])
+    if stale:
+        _WARNED_STALE.add(key)
+        LOG.warning('%s', stale_message(arch, machine, firmware, stale,
+                                        key[0]))
+
+
+CURRENT = 'current'
+STALE = 'stale'
+CORRUPT = 'corrupt'
+UNKNOWN = 'unknown'
+ENTRY_STATES = (CURRENT, STALE, CORRUPT, UNKNOWN)
+_ENTRY_NAME = re.compile(r'find-max-(.+)\.json')
+#: Larger than any result the probe writes (a few KiB).
+_ENTRY_MAX_BYTES = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheEntry:
+    """One ``find-max-<fingerprint>.json`` file in a cache directory."""
+    path: str
+    #: From the file name: what the driver looks the entry up by.
+    fingerprint: str
+    result: ty.Optional[FindMaxResult]
+    #: Why the entry cannot be trusted ('' when it can be read).
+    problem: str = ''
+
+
+def cache_entries(cache_dir: str) -> ty.List[CacheEntry]:
+    """Every result entry directly in ``cache_dir``, sorted by name.
+
+    Only names the probe writes (``find-max-*.json``) count; staged files
+    (``.find-max-*``), payloads and anything else are not entries. A
+    missing directory has none; an unreadable one raises OSError.
+    """
+    try:
+        listing = sorted(os.scandir(cache_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    entries = []
+    for item in listing:
+        match = _ENTRY_NAME.fullmatch(item.name)
+        if not match:
+            continue
+        entries.append(_read_entry(item, match.group(1)))
+    return entries
+
+
+def _read_entry(item: os.DirEntry, key: str) -> CacheEntry:
+    def corrupt(problem):
+        return CacheEntry(item.path, key, None, problem)
+    if item.is_symlink() or not item.is_file(follow_symlinks=False):
+        return corrupt('not a regular file (the probe writes only regular '
+                       'files)')
+    try:
+        with open(item.path, 'rb') as handle:
+            raw = handle.read(_ENTRY_MAX_BYTES + 1)
+    except OSError as exc:
+        return corrupt(f'cannot be read: {exc.strerror or exc}')
+    if len(raw) > _ENTRY_MAX_BYTES:
+        return corrupt(f'larger than {_ENTRY_MAX_BYTES} bytes')
+    try:
+        result = _from_document(json.loads(raw.decode('utf-8')))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return corrupt('not valid JSON')
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return corrupt(f'not a find-max result ({type(exc).__name__}: '
+                       f'{exc})')
+    if result.fingerprint != key:
+        return CacheEntry(item.path, key, result,
+                          f'its fingerprint {result.fingerprint!r} is not '
+                          f'the one in its file name')
+    if result.inputs:
+        try:
+            matches = _digest(dict(result.inputs)) == key
+        except KeyError as exc:
+            return CacheEntry(item.path, key, result,
+                              f'its recorded inputs lack {exc}')
+        if not matches:
+            return CacheEntry(item.path, key, result,
+                              'its recorded inputs do not hash to its '
+                              'fingerprint')
+    return CacheEntry(item.path, key, result)
+
+
+def describe_changes(measured: ty.Mapping[str, str],
+                     now: ty.Mapping[str, str]) -> str:
+    """What differs between a measurement's inputs and this host's."""
+    said = []
+    if measured.get('recipe') != now['recipe']:
+        said.append(f"probe recipe {measured.get('recipe')} -> "
+                    f"{now['recipe']}")
+    if measured.get('qemu') != now['qemu']:
+        said.append(f"QEMU {measured.get('qemu')!r} -> {now['qemu']!r}")
+    elif measured.get('qemu-binary') != now['qemu-binary']:
+        said.append('QEMU binary changed (same version line)')
+    if measured.get('firmware') != now['firmware']:
+        said.append(f"firmware code changed ({measured.get('firmware')} "
+                    f"-> {now['firmware']})")
+    if measured.get('vars') != now['vars']:
+        said.append('firmware variable store changed')
+    for name in ('arch', 'machine'):
+        if measured.get(name) != now[name]:
+            said.append(f'{name} {measured.get(name)!r} -> {now[name]!r}')
+    return '; '.join(said) or 'nothing recorded differs'
+
+
+def entry_status(entry: CacheEntry) -> ty.Tuple[str, str]:
+    """(one of :data:`ENTRY_STATES`, why) for ``entry`` on this host."""
+    if entry.problem:
+        return CORRUPT, entry.problem
+    result = entry.result
+    if not (result.arch and result.machine and result.firmware and
+            result.inputs):
+        return UNKNOWN, ('written before pcie-sched recorded what it '
+                         'measured; nova-compute uses it only while its '
+                         'fingerprint matches (find-max --no-cache records '
+                         'it)')
+    try:
+        now = fingerprint_inputs(result.arch, result.machine,
+                                 result.firmware)
+    except (hostinfo.HostError, OSError) as exc:
+        return STALE, f'measured binaries no longer here: {exc}'
+    if _digest(now) == entry.fingerprint:
+        return CURRENT, 'matches this host\'s QEMU and firmware'
+    return STALE, describe_changes(dict(result.inputs), now)
+
+
+def stale_measurements(arch: str, machine: str, firmware: str,
+                       cache_dir: ty.Optional[str] = None
+                       ) -> ty.List[ty.Dict[str, ty.Any]]:
+    """Measurements of this arch, machine and firmware an upgrade outdated.
+
+    Non-empty only when the cache holds none for the current fingerprint
+    but some for the same arch, machine and firmware (as asked for, or
+    the same firmware code file) under other binaries or another probe
+    recipe: the host has silently gone from measured capacity to the
+    model's. Each is ``{'path', 'max_ports', 'measured_at', 'changed'}``.
+    Never raises: a host that cannot be fingerprinted has no answer here
+    (:func:`load_cached` reports why).
+    """
+    try:
+        cache_dir = cache_dir or default_cache_dir()
+        now = fingerprint_inputs(arch, machine, firmware)
+        code = os.path.realpath(hostinfo.firmware(arch, firmware).code)
+        entries = cache_entries(cache_dir)
+    except (hostinfo.HostError, OSError, cfg.Error):
+        return []
+    key = _digest(now)
+    found = []
+    for entry in entries:
+        result = entry.result
+        if entry.problem or result is None:
+            continue
+        if entry.fingerprint == key:
+            return []
+        if (result.arch, result.machine) != (arch, machine) or not (
+                result.firmware == firmware or (
+                    result.firmware_code and
+                    os.path.realpath(result.firmware_code) == code)):
+            continue
+        found.append({'path': entry.path, 'max_ports': result.max_ports,
+                      'measured_at': result.measured_at,
+                      'changed': describe_changes(dict(result.inputs), now)})
+    return found
+
+
+def remeasure_command(arch: str, machine: str, firmware: str,
+                      cache_dir: ty.Optional[str] = None) -> str:
+    """The command that measures again into the cache nova-compute reads.
+
+    With the config files this process read (nova-compute's own), so the
+    probe writes where the driver looks; ``--cache-dir`` when
+    ``cache_dir`` is not the configured one.
+    """
+    from pcie_sched import conf
+    try:
+        files = list(conf.CONF.config_file or ())
+        configured = default_cache_dir()
+    except cfg.Error:
+        files, configured = [], None
+    words = ['pcie-sched', 'probe', '--find-max', '--arch', arch,
+             '--machine', machine, '--firmware', firmware]
+    for path in files or ['/etc/nova/nova.conf']:
+        words += ['--config-file', path]
+    if cache_dir and cache_dir != configured:
+        words += ['--cache-dir', cache_dir]
+    return ' '.join(shlex.quote(word) for word in words)
+
+
+def stale_message(arch: str, machine: str, firmware: str,
+                  stale: ty.Sequence[ty.Mapping[str, ty.Any]],
+                  cache_dir: ty.Optional[str] = None) -> str:
+    """The warning for :func:`stale_measurements`' answer."""
+    newest = max(stale, key=lambda item: item['measured_at'])
+    command = remeasure_command(arch, machine, firmware, cache_dir)
+    when = newest['measured_at'] or 'at an unknown time'
+    return (f'Measured PCIe root port capacity for {arch} {machine} '
+            f'{firmware} is stale: the cache holds {len(stale)} '
+            f'measurement(s) for other binaries (latest: '
+            f'{newest["max_ports"]} ports, measured {when}, '
+            f'{newest["path"]}; since then: {newest["changed"]}), none '
+            f'for this host\'s QEMU and firmware, so the capacity model is '
+            f'used instead. Re-measure: {command}; list or prune old '
+            f'entries with pcie-sched cache list|prune')
 
 
 def _store(cache_dir: str, result: FindMaxResult) -> None:
@@ -583,7 +863,9 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
                              f'accepted by find_max; use boot()')
     cache_dir = cache_dir or default_cache_dir()
     try:
-        key = fingerprint(arch, machine, firmware)
+        inputs = fingerprint_inputs(arch, machine, firmware)
+        key = _digest(inputs)
+        code = hostinfo.firmware(arch, firmware).code
         model = model_capacity(arch, machine, firmware)
     except (hostinfo.HostError, capacity.UnsupportedMachine) as exc:
         raise ProbeError(str(exc)) from exc
@@ -646,7 +928,11 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
                          f'again')
     result = FindMaxResult(
         best, len(steps), round(time.monotonic() - start, 3),
-        model.max_ports, model.limited_by, strategy, key, tuple(steps))
+        model.max_ports, model.limited_by, strategy, key, tuple(steps),
+        arch=arch, machine=machine, firmware=firmware, firmware_code=code,
+        inputs=tuple(inputs.items()),
+        measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec='seconds'))
     return store_or_warn(cache_dir, result, say)
 
 

@@ -75,9 +75,18 @@ def run(args) -> int:
               'cold_plugged_ports': cold, 'root_ports_needed': needed,
               'vcpus': args.vcpus}
     directory = probe_cmd.cache_dir(args)
+    report['cache_dir'] = directory
     try:
         model = probe.model_capacity(args.arch, machine, args.firmware)
         report['model'] = model.to_dict()
+        # What nova-compute would report from this cache, and whether an
+        # upgrade left only measurements of other binaries behind.
+        cached = probe.load_cached(args.arch, machine, args.firmware,
+                                   directory)
+        report['measured_max'] = None if cached is None else cached.max_ports
+        report['stale_measurements'] = (
+            [] if cached is not None else probe.stale_measurements(
+                args.arch, machine, args.firmware, directory))
         guest = None
         if args.vcpus is not None and args.arch == 'x86_64':
             from pcie_sched import host_capacity
@@ -142,6 +151,13 @@ def _print(report, model) -> None:
     else:
         print(f"  measured: {boot['outcome']} with {boot['ports']} root "
               f"ports in {boot['seconds']:.1f}s")
+    if report['measured_max'] is not None:
+        print(f"  measured maximum (cached): {report['measured_max']} root "
+              f"ports")
+    elif report['stale_measurements']:
+        print('  warning: ' + probe.stale_message(
+            report['arch'], report['machine'], report['firmware'],
+            report['stale_measurements'], report['cache_dir']))
     found = report.get('find_max')
     if found:
         print(f"  largest bootable: {found['max_ports']} root ports "

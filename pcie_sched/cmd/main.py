@@ -24,6 +24,7 @@ SUBCOMMANDS = (
     'probe',
     'check',
     'publish',
+    'cache',
 )
 
 

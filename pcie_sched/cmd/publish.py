@@ -144,7 +144,9 @@ def host_capacity_and_source(arch: str, machine: str, firmware: str):
     override = conf.CONF.pcie_sched_compute.max_ports_override
     if override is not None:
         return override, 'override'
-    measured = probe.load_cached_max(arch, machine, firmware)
+    # The driver's lookup; run() says itself when only stale ones exist.
+    measured = probe.load_cached_max(arch, machine, firmware,
+                                     warn_stale=False)
     if measured is not None:
         return measured, 'measured'
     return probe.model_capacity(arch, machine, firmware).max_ports, 'model'
@@ -166,6 +168,10 @@ def run(args) -> int:
             max_ports, source = host_capacity_and_source(
                 args.arch, machine, firmware)
         placement.traits_for_capacity(max_ports)
+        # Measurements an upgrade of QEMU or the firmware made unusable:
+        # the capacity fell back to the model without anything saying so.
+        stale = (probe.stale_measurements(args.arch, machine, firmware)
+                 if source == 'model' else [])
     except capacity.UnsupportedMachine as exc:
         # A machine type or firmware the model cannot judge, from the
         # options or the config files: nothing is published.
@@ -175,6 +181,10 @@ def run(args) -> int:
     except (ValueError, probe.ProbeError) as exc:
         output.error(str(exc))
         return 2
+    if stale:
+        print(f'pcie-sched: warning: '
+              f'{probe.stale_message(args.arch, machine, firmware, stale)}',
+              file=sys.stderr)
     try:
         adapter = placement.connect(cloud=args.cloud)
         provider = placement.find_provider(adapter, host)
@@ -188,6 +198,7 @@ def run(args) -> int:
     # Says whether a probe result was found, so a cache nova-compute and
     # this command disagree about shows up instead of passing silently.
     summary['capacity_source'] = source
+    summary['stale_measurements'] = stale
     summary['cache_dir'] = probe.default_cache_dir()
     # What the capacity was looked up for, and where each came from, so a
     # machine type or firmware that differs from nova-compute's shows.

@@ -40,6 +40,24 @@ def store_measured(cache_dir, arch, machine, firmware, max_ports):
         steps=((max_ports, 'booted', 1.0),)))
 
 
+def store_stale(cache_dir, arch, machine, firmware, max_ports,
+                qemu='QEMU emulator version 7.1.0 (Debian 1:7.1+dfsg-2)'):
+    """What find-max cached before QEMU was upgraded to this host's.
+
+    The same arch, machine and firmware, another QEMU version line: the
+    entry the driver no longer finds after the upgrade.
+    """
+    inputs = probe.fingerprint_inputs(arch, machine, firmware)
+    inputs['qemu'] = qemu
+    probe._store(cache_dir, probe.FindMaxResult(
+        max_ports=max_ports, boots=1, seconds=1.0, model_max_ports=232,
+        limited_by='root-bus-slots', strategy='model',
+        fingerprint=probe._digest(inputs),
+        steps=((max_ports, 'booted', 1.0),), arch=arch, machine=machine,
+        firmware=firmware, inputs=tuple(inputs.items()),
+        measured_at='2026-01-02T03:04:05+00:00'))
+
+
 class PlacementTestCase(testtools.TestCase):
 
     def setUp(self):
@@ -244,6 +262,38 @@ class TestPublishCommand(PlacementTestCase):
                           summary['firmware_source']))
         self.assertEqual(set(FOREIGN) | placement.traits_for_capacity(55),
                          set(self.traits()['traits']))
+
+    def test_stale_measurement_is_said(self):
+        # QEMU was upgraded since find-max ran: the driver and publish
+        # fall back to the model, and publish says why and what to run.
+        nova_conf, cache_dir = self.compute_conf(
+            '[libvirt]\nhw_machine_type = x86_64=q35\n'
+            '[pcie_sched_compute]\nfirmware = bios\n')
+        store_stale(cache_dir, 'x86_64', 'q35', 'bios', 77)
+        warnings = []
+        summary = self.publish('--arch', 'x86_64', '--config-file',
+                               nova_conf, warnings=warnings)
+        model = probe.model_capacity('x86_64', 'q35', 'bios').max_ports
+        self.assertEqual('model', summary['capacity_source'])
+        self.assertEqual(set(FOREIGN) | placement.traits_for_capacity(model),
+                         set(self.traits()['traits']))
+        stale, = summary['stale_measurements']
+        self.assertEqual(77, stale['max_ports'])
+        self.assertIn('QEMU emulator version 7.1.0', stale['changed'])
+        warning, = [line for line in warnings[0].splitlines()
+                    if 'is stale' in line]
+        self.assertIn('pcie-sched: warning: Measured PCIe root port '
+                      'capacity for x86_64 q35 bios is stale', warning)
+        self.assertIn(f'pcie-sched probe --find-max --arch x86_64 --machine '
+                      f'q35 --firmware bios --config-file {nova_conf}',
+                      warning)
+        # Measured again: nothing stale is said any more.
+        store_measured(cache_dir, 'x86_64', 'q35', 'bios', 70)
+        summary = self.publish('--arch', 'x86_64', '--config-file',
+                               nova_conf, warnings=warnings)
+        self.assertEqual(('measured', []), (summary['capacity_source'],
+                                            summary['stale_measurements']))
+        self.assertNotIn('is stale', warnings[1])
 
     def test_defaults_without_nova_settings(self):
         # No config file: q35 and uefi, as before.

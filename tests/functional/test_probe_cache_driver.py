@@ -231,3 +231,56 @@ class TestPublishAgreesWithCompute(test_libvirt_driver.DriverTestBase):
         self.assertEqual(('measured', 'pc-q35-7.2', 'bios'),
                          (summary['capacity_source'], summary['machine'],
                           summary['firmware']))
+
+
+class TestStaleMeasurementIsWarned(test_libvirt_driver.DriverTestBase):
+    """After a QEMU upgrade nova-compute says its measurement is stale.
+
+    The cached find-max result no longer matches the host's fingerprint,
+    so the driver reports the model's capacity; it must say so, once, on
+    the first resource update, not on every one.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.workdir = self.useFixture(fixtures.TempDir()).path
+        self.cache_dir = os.path.join(self.workdir, 'cache')
+        self.nova_conf = os.path.join(self.workdir, 'nova-cpu.conf')
+        with open(self.nova_conf, 'w') as handle:
+            handle.write(
+                '[DEFAULT]\n'
+                f'compute_driver = {test_libvirt_driver.DRIVER}\n'
+                '[libvirt]\n'
+                'hw_machine_type = x86_64=q35\n'
+                '[pcie_sched_compute]\n'
+                'firmware = bios\n'
+                '[pcie_sched_probe]\n'
+                f'cache_dir = {self.cache_dir}\n')
+        test_placement.store_stale(self.cache_dir, 'x86_64', 'q35', 'bios',
+                                   77)
+
+    def stale_warnings(self):
+        return [line for line in self.stdlog.logger.output.splitlines()
+                if 'is stale' in line]
+
+    def test_warned_once_and_the_model_reported(self):
+        use_compute_config(self, self.nova_conf)
+        self.start_compute('upgraded')
+        for _ in range(3):
+            self._run_periodics()
+        model = probe.model_capacity('x86_64', 'q35', 'bios').max_ports
+        self.assertEqual({'upgraded': str(model)}, reported_capacity(self))
+        warning, = self.stale_warnings()
+        self.assertIn('WARNING', warning)
+        self.assertIn('Measured PCIe root port capacity for x86_64 q35 '
+                      'bios is stale', warning)
+        self.assertIn('77 ports', warning)
+        self.assertIn('pcie-sched probe --find-max', warning)
+
+        # Measured again for this QEMU: the measurement is used, and
+        # nothing more is said.
+        test_placement.store_measured(self.cache_dir, 'x86_64', 'q35',
+                                      'bios', 70)
+        self._run_periodics()
+        self.assertEqual({'upgraded': '70'}, reported_capacity(self))
+        self.assertEqual(1, len(self.stale_warnings()))
