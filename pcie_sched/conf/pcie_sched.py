@@ -85,24 +85,27 @@ ALL_OPTS = [
              'False only for guests known to cope; they may boot with '
              'ports lacking hotplug/AER interrupts and without a working '
              'serial console.'),
-    cfg.DictOpt(
+    # Strings now, no longer dicts: nothing reads them, and a value in
+    # nova's own "x86_64=q35" syntax must not make nova.conf unreadable
+    # for pcie-sched --config-file over an option without effect.
+    cfg.StrOpt(
         'default_machine_types',
-        default={'x86_64': 'q35', 'aarch64': 'virt'},
+        default='x86_64:q35,aarch64:virt',
         deprecated_for_removal=True,
         deprecated_reason=_NO_MODEL_REASON,
-        help='No effect. Machine type per guest architecture that the '
-             'scheduler\'s capacity model used to assume for a host that '
-             'publishes no capacity. The compute driver uses [libvirt] '
-             'hw_machine_type on each host.'),
-    cfg.DictOpt(
+        help='No effect; any value is accepted. Machine type per guest '
+             'architecture that the scheduler\'s capacity model used to '
+             'assume for a host that publishes no capacity. The compute '
+             'driver uses [libvirt] hw_machine_type on each host.'),
+    cfg.StrOpt(
         'default_firmware',
-        default={'x86_64': 'uefi', 'aarch64': 'uefi'},
+        default='x86_64:uefi,aarch64:uefi',
         deprecated_for_removal=True,
         deprecated_reason=_NO_MODEL_REASON,
-        help='No effect. Firmware kind per guest architecture that the '
-             'scheduler\'s capacity model used to assume for a host that '
-             'publishes no capacity. The compute driver uses '
-             '[pcie_sched_compute] firmware on each host.'),
+        help='No effect; any value is accepted. Firmware kind per guest '
+             'architecture that the scheduler\'s capacity model used to '
+             'assume for a host that publishes no capacity. The compute '
+             'driver uses [pcie_sched_compute] firmware on each host.'),
 ]
 
 

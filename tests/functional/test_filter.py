@@ -520,8 +520,8 @@ class TestHostsWithoutTheDriver(UnknownHostLogCase):
     def test_model_no_longer_decides(self):
         # The options the scheduler-side model read are deprecated and
         # ignored: set as the model's own inputs, they change nothing.
-        self.flags(default_firmware={self.arch: self.firmware},
-                   default_machine_types={self.arch: self.machine},
+        self.flags(default_firmware=f'{self.arch}:{self.firmware}',
+                   default_machine_types=f'{self.arch}:{self.machine}',
                    group='pcie_sched')
         modelled = capacity.estimate(topology.machine_profile(
             self.arch, self.machine, self.firmware, (7, 2))).max_ports

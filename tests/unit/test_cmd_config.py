@@ -240,6 +240,22 @@ class TestIgnoredSchedulerModelOptions(testtools.TestCase):
             self.assertIn('The option is ignored', line)
             self.assertIn('unknown_host_policy', line)
 
+    def test_any_value_is_accepted(self):
+        # nova's own syntax, which the old dictionaries refused (exit 2
+        # for the whole nova.conf), and values that were never valid.
+        for machines, firmware in (('x86_64=q35,aarch64=virt', 'x86_64=bios'),
+                                   ('', 'nonsense,,:')):
+            path = os.path.join(self.dir, 'nova.conf')
+            with open(path, 'w') as handle:
+                handle.write(f'[pcie_sched]\ndefault_machine_types = '
+                             f'{machines}\ndefault_firmware = {firmware}\n')
+            err = io.StringIO()
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(err):
+                self.assertEqual(0, main.main(
+                    ['validate', 'hw:pci_hotplug_ports=4', '--config-file',
+                     path]), err.getvalue())
+
     def test_unset_options_are_not_named(self):
         with contextlib.redirect_stdout(io.StringIO()):
             self.assertEqual(0, main.main(['validate',

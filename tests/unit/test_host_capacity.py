@@ -144,7 +144,8 @@ class TestNoSchedulerSideModel(testtools.TestCase):
             self.assertTrue(opts[name].deprecated_for_removal, name)
             self.assertIn('unknown_host_policy',
                           opts[name].deprecated_reason)
-            self.assertTrue(opts[name].help.startswith('No effect.'))
+            self.assertTrue(opts[name].help.startswith('No effect; any '
+                                                       'value is accepted.'))
 
     def test_unknown_host_policy_help_says_what_accept_means(self):
         from pcie_sched.conf import pcie_sched as group
