@@ -112,6 +112,15 @@ _SECURE_BOOT = re.compile(r'failed to (?:load|start) Boot[0-9A-Fa-f]{4} '
                           r'"[^"\n]*" from PciRoot[^:\n]*: '
                           r'(?:Access Denied|Security Violation)')
 SECURE_BOOT_REFUSED = 'Secure Boot refused the unsigned probe payload'
+#: Said of a hang or timeout under KVM with nothing on the console: seen
+#: on hosts where /dev/kvm exists but KVM guests never run (here: OVMF
+#: under -accel kvm, silent for 290 s with QEMU at 0 s of CPU time, while
+#: TCG boots it in 8 s).
+KVM_SILENT = ('nothing at all on the serial console under -accel kvm: the '
+              'accelerator, not the port count, is the likely cause (as '
+              'on hosts where /dev/kvm exists but KVM guests never run); '
+              'accepted: --accel tcg ([pcie_sched_probe] accel = tcg), '
+              'which measures the same firmware limits')
 
 
 LOG = logging.getLogger(__name__)
@@ -138,6 +147,8 @@ class BootResult:
     console_bytes: int = 0
     #: Seconds the console had been silent when the verdict came.
     silent_seconds: float = 0.0
+    #: The accelerator QEMU ran with (``auto`` resolved): tcg or kvm.
+    accel: str = ''
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -357,10 +368,13 @@ def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
             process, os.path.join(workdir, 'serial.log'), stderr_path,
             start, timeout, stall_timeout)
         now = time.monotonic()
+        if accel == 'kvm' and outcome in INCONCLUSIVE and not console.size:
+            detail = f'{detail}; {KVM_SILENT}'
         return BootResult(outcome, round(now - start, 3), ports, arch,
                           machine, firmware, detail, text[-400:],
                           console_bytes=console.size,
-                          silent_seconds=round(now - console.changed, 3))
+                          silent_seconds=round(now - console.changed, 3),
+                          accel=accel)
     except OSError as exc:
         # Copying the variable store, writing the serial log or starting
         # QEMU failed: a full temp file system or an unusable binary.
@@ -876,24 +890,36 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
     say = progress or (lambda message: None)
     limit = _plan_limit(arch, machine)
     steps = []
+    results = []
     start = time.monotonic()
+
+    def once(count: int) -> BootResult:
+        say(f'booting with {count} root ports ...')
+        result = boot(arch, machine, firmware, count,
+                      cache_dir=cache_dir, **boot_options)
+        steps.append((count, result.outcome, result.seconds))
+        results.append(result)
+        say(f'{count} ports: {result.outcome} in {result.seconds:.1f}s'
+            + (f' ({result.detail})' if result.outcome in INCONCLUSIVE
+               else ''))
+        return result
 
     def boots(count: int) -> bool:
         if count > limit:
             say(f'{count} ports: do not fit the root bus (at most {limit})')
             return False
-
-        def once() -> BootResult:
-            say(f'booting with {count} root ports ...')
-            result = boot(arch, machine, firmware, count,
-                          cache_dir=cache_dir, **boot_options)
-            steps.append((count, result.outcome, result.seconds))
-            say(f'{count} ports: {result.outcome} in {result.seconds:.1f}s'
-                + (f' ({result.detail})' if result.outcome in INCONCLUSIVE
-                   else ''))
-            return result
-        result = conclusive(once)
-        why = undecided(result)
+        result = conclusive(lambda: once(count))
+        if (accelerator_suspect(result) and count > 1 and
+                not any(outcome == BOOTED for _, outcome, _ in steps)):
+            # Nothing on the console under KVM, and no count has booted:
+            # one port tells a KVM that runs no guest from a firmware
+            # limit, before a bisection of such hangs takes an hour.
+            say('no console output under KVM: booting 1 root port to tell '
+                'the accelerator from the firmware ...')
+            if accelerator_suspect(once(1)):
+                raise ProbeError(f'accel=kvm: ports={count} and ports=1 '
+                                 f'both: {KVM_SILENT}; nothing cached')
+        why = undecided(result, suspect_accel=False)
         if why:
             # A boot cut short says nothing about the firmware: counting
             # it as "does not boot" would cache a maximum that the
@@ -923,8 +949,10 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
         # count, is what fails; store nothing rather than a maximum of 0.
         tried = ', '.join(f'{count}: {outcome}'
                           for count, outcome, _ in steps)
-        raise ProbeError(f'no port count booted ({tried}); accepted: a '
-                         f'QEMU and firmware that boot, then find-max '
+        hint = (f'; {KVM_SILENT}' if results and
+                accelerator_suspect(results[-1]) else '')
+        raise ProbeError(f'no port count booted ({tried}){hint}; accepted: '
+                         f'a QEMU and firmware that boot, then find-max '
                          f'again')
     result = FindMaxResult(
         best, len(steps), round(time.monotonic() - start, 3),
@@ -958,7 +986,8 @@ def store_or_warn(cache_dir: str, result: FindMaxResult,
     return result
 
 
-def undecided(result: BootResult) -> ty.Optional[str]:
+def undecided(result: BootResult, *,
+              suspect_accel: bool = True) -> ty.Optional[str]:
     """Why ``result`` does not tell whether its count boots, or None.
 
     Booted, firmware-shell and qemu-error are verdicts. A hang or timeout
@@ -966,10 +995,15 @@ def undecided(result: BootResult) -> ty.Optional[str]:
     :data:`CONCLUSIVE_SILENCE` seconds: the firmware had stopped showing
     progress for longer than a working boot ever does. Otherwise the
     boot was cut short by ``timeout`` or ``stall_timeout`` and the
-    message names the option to raise.
+    message names the option to raise. Under KVM, a guest that printed
+    nothing at all is no answer either (:func:`accelerator_suspect`),
+    unless ``suspect_accel`` is false (find_max has ruled KVM out).
     """
     if result.outcome not in INCONCLUSIVE:
         return None
+    if suspect_accel and accelerator_suspect(result):
+        return (f'{result.outcome} after {result.seconds:g}s with '
+                f'{KVM_SILENT}')
     if result.silent_seconds >= CONCLUSIVE_SILENCE:
         return None
     if result.outcome == TIMEOUT:
@@ -986,6 +1020,15 @@ def undecided(result: BootResult) -> ty.Optional[str]:
             f'boot (q35 + OVMF with 232 ports takes 20-45 s under TCG on a '
             f'shared 2-core host, silent for most of it); accepted: '
             f'{option} of at least {CONCLUSIVE_SILENCE:g}s')
+
+
+def accelerator_suspect(result: BootResult) -> bool:
+    """A hang or timeout under KVM before the firmware printed anything.
+
+    Then KVM, not the firmware, is the likely cause (:data:`KVM_SILENT`).
+    """
+    return (result.accel == 'kvm' and result.outcome in INCONCLUSIVE and
+            not result.console_bytes)
 
 
 def conclusive(once: ty.Callable[[], BootResult],

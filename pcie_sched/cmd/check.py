@@ -149,8 +149,10 @@ def _print(report, model) -> None:
     if boot is None:
         print('  measured: not booted, the model already says no')
     else:
+        why = (f" ({boot['detail']})"
+               if boot['outcome'] != probe.BOOTED and boot['detail'] else '')
         print(f"  measured: {boot['outcome']} with {boot['ports']} root "
-              f"ports in {boot['seconds']:.1f}s")
+              f"ports in {boot['seconds']:.1f}s{why}")
     if report['measured_max'] is not None:
         print(f"  measured maximum (cached): {report['measured_max']} root "
               f"ports")
