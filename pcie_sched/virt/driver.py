@@ -32,6 +32,7 @@ from pcie_sched import probe
 from pcie_sched import spec
 from pcie_sched import topology
 from pcie_sched.virt import devices
+from pcie_sched.virt import firmware
 
 LOG = logging.getLogger(__name__)
 CONF = pcie_conf.CONF
@@ -100,10 +101,18 @@ def _spec_key(instance) -> str:
 
 class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # What the connected libvirt accepts, per (libvirt version, virt
+        # type, arch, machine): a property of the host, not of a guest.
+        self._loader_secure_refused = {}
+
     def _get_guest_config(self, instance, network_info, image_meta,
                           disk_info, *args, **kwargs):
         guest = super()._get_guest_config(instance, network_info, image_meta,
                                           disk_info, *args, **kwargs)
+        if guest.os_firmware == 'efi' and self._refuses_loader_secure(guest):
+            firmware.drop_refused_loader_secure(guest)
         try:
             requested = spec.requested_ports(
                 instance.flavor.extra_specs, instance.system_metadata,
@@ -115,6 +124,17 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
             return guest
         self._apply_plan(guest, instance, requested)
         return guest
+
+    def _refuses_loader_secure(self, guest) -> bool:
+        """See :mod:`pcie_sched.virt.firmware`; asked once per key."""
+        connection = self._host.get_connection()
+        key = (connection.getLibVersion(), guest.virt_type, guest.os_arch,
+               guest.os_mach_type)
+        refused = self._loader_secure_refused.get(key)
+        if refused is None:
+            refused = firmware.refuses_loader_secure(connection, *key[1:])
+            self._loader_secure_refused[key] = refused
+        return refused
 
     def _apply_plan(self, guest, instance, requested: int) -> None:
         arch = self._host.get_capabilities().host.cpu.arch

@@ -27,6 +27,8 @@ from pcie_sched import probe
 from pcie_sched import topology
 
 USERSPACE_MARKER = 'PCIE-SCHED-USERSPACE-UP'
+WATCH_BEGIN = 'PCIE-SCHED-WATCH-BEGIN'
+WATCH_END = 'PCIE-SCHED-WATCH-END'
 DEBIAN_ARCH = {'x86_64': 'amd64', 'aarch64': 'arm64'}
 #: What the guest's console is on, per architecture.
 CONSOLE = {'x86_64': 'ttyS0', 'aarch64': 'ttyAMA0'}
@@ -41,6 +43,12 @@ VIRTIO_MODULES = (
      'drivers/virtio/virtio_pci_legacy_dev.ko'),
     ('CONFIG_VIRTIO_PCI', 'drivers/virtio/virtio_pci.ko'),
     ('CONFIG_HW_RANDOM_VIRTIO', 'drivers/char/hw_random/virtio-rng.ko'),
+    # virtio-net and virtio-blk, for the NICs and disks nova plugs in
+    # (tests/e2e).
+    ('CONFIG_FAILOVER', 'net/core/failover.ko'),
+    ('CONFIG_NET_FAILOVER', 'drivers/net/net_failover.ko'),
+    ('CONFIG_VIRTIO_NET', 'drivers/net/virtio_net.ko'),
+    ('CONFIG_VIRTIO_BLK', 'drivers/block/virtio_blk.ko'),
 )
 # /init loads the modules listed in /modules, then reports how many
 # interrupts the kernel has set up (/sys/kernel/irq: every descriptor,
@@ -49,6 +57,11 @@ VIRTIO_MODULES = (
 # kernel command line it waits for N virtio devices to be hot-plugged and
 # reports each one's BARs ("BARS-OK" when every BAR with a size has an
 # address), the driver bound to it and how many MSI/MSI-X vectors it got.
+# With pcie_sched_watch instead it never powers off: whenever the set of
+# virtio devices (with their BARs, drivers, vectors and NIC MAC addresses)
+# has changed and then stayed the same for a second, it prints the whole
+# set between WATCH_BEGIN and WATCH_END lines, for a guest that something
+# else (nova) hot-plugs into and reboots.
 _INIT = f'''#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -105,6 +118,49 @@ if [ -n "$expect" ]; then
             "vectors=$vectors"
     done
     echo "PCIE-SCHED-REPORT-DONE $(irqs)"
+fi
+virtio_state() {{
+    for dev in /sys/bus/pci/devices/*; do
+        [ "$(cat $dev/vendor)" = 0x1af4 ] || continue
+        state=BARS-OK
+        while read start end flags; do
+            if [ "$flags" != 0x0000000000000000 ] && \\
+                    [ "$start" = 0x0000000000000000 ]; then
+                state=BARS-MISSING
+            fi
+        done < $dev/resource
+        driver=none
+        [ -e $dev/driver ] && driver=$(basename $(readlink $dev/driver))
+        vectors=0
+        [ -d $dev/msi_irqs ] && vectors=$(ls $dev/msi_irqs | wc -l)
+        mac=none
+        for address in $dev/virtio*/net/*/address; do
+            [ -e $address ] && mac=$(cat $address)
+        done
+        function=none
+        for bound in $dev/virtio*/driver; do
+            [ -e $bound ] && function=$(basename $(readlink $bound))
+        done
+        echo "DEVICE $(basename $dev) $state driver=$driver" \\
+            "virtio_driver=$function vectors=$vectors mac=$mac"
+    done
+}}
+if grep -q pcie_sched_watch /proc/cmdline; then
+    printed=""
+    previous=""
+    seq=0
+    while true; do
+        current=$(virtio_state)
+        if [ "$current" = "$previous" ] && [ "$current" != "$printed" ]; then
+            seq=$((seq + 1))
+            echo "{WATCH_BEGIN} seq=$seq"
+            echo "$current"
+            echo "{WATCH_END} seq=$seq"
+            printed=$current
+        fi
+        previous=$current
+        sleep 1
+    done
 fi
 poweroff -f
 '''
@@ -463,3 +519,40 @@ def _read(path):
             return handle.read().decode('utf-8', errors='replace')
     except FileNotFoundError:
         return ''
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchedDevice:
+    """A virtio device as a ``pcie_sched_watch`` guest reported it."""
+
+    address: str
+    bars: str
+    #: the PCI driver (virtio-pci) and the virtio one (virtio_net, ...)
+    driver: str
+    virtio_driver: str
+    vectors: int
+    #: a NIC's MAC address as the guest's kernel sees it, else 'none'
+    mac: str
+
+
+_WATCH = re.compile(
+    WATCH_BEGIN + r' seq=(\d+)\r?\n(.*?)' + WATCH_END + r' seq=\1',
+    re.DOTALL)
+_WATCHED = re.compile(r'DEVICE (\S+) (\S+) driver=(\S+) virtio_driver=(\S+) '
+                      r'vectors=(\d+) mac=(\S+)')
+
+
+def watch_reports(console):
+    """Every report of a ``pcie_sched_watch`` guest, oldest first.
+
+    Each is ``{guest PCI address: WatchedDevice}``.
+    """
+    reports = []
+    for match in _WATCH.finditer(console):
+        devices = {}
+        for line in _WATCHED.finditer(match.group(2)):
+            address, bars, driver, function, vectors, mac = line.groups()
+            devices[address] = WatchedDevice(address, bars, driver, function,
+                                             int(vectors), mac)
+        reports.append(devices)
+    return reports

@@ -30,8 +30,21 @@ BIND_AND_EXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 CAPABILITY_PROBE_DIR = b'/var/lib/libvirt/qemu/qmp-'
 
 
-def capability_probes():
-    """PIDs of QEMU processes libvirtd started to read capabilities."""
+def mount_namespace(pid):
+    """The mount namespace of process ``pid`` (None once it is gone)."""
+    try:
+        return os.readlink(f'/proc/{pid}/ns/mnt')
+    except OSError:
+        return None
+
+
+def capability_probes(namespace=None):
+    """PIDs of QEMU processes libvirtd started to read capabilities.
+
+    :param namespace: only those in this mount namespace (see
+        :func:`mount_namespace`): a private daemon's probes, not those of
+        another test's daemon running at the same time.
+    """
     found = set()
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
@@ -42,11 +55,53 @@ def capability_probes():
         except OSError:
             continue
         if b'qemu-system' in cmdline and CAPABILITY_PROBE_DIR in cmdline:
+            if namespace is None or mount_namespace(entry) == namespace:
+                found.add(int(entry))
+    return found
+
+
+def qemu_processes(namespace):
+    """PIDs of every QEMU process in mount namespace ``namespace``."""
+    found = set()
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/cmdline', 'rb') as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if b'qemu-system' in cmdline and mount_namespace(entry) == namespace:
             found.add(int(entry))
     return found
 
 
+#: Where libvirtd and virtlogd keep their state. A daemon with
+#: ``private_state`` gets an empty directory (or tmpfs) over each, seen by
+#: itself only, so it never meets the host's libvirtd, its domains, its
+#: networks or its lock and pid files.
+PRIVATE_STATE_DIRS = ('/var/lib/libvirt', '/var/cache/libvirt',
+                      '/var/log/libvirt', '/etc/libvirt/qemu')
+
+
 class LibvirtDaemon(fixtures.Fixture):
+    """A libvirtd of the test's own, reached at :attr:`uri`.
+
+    :param private_state: run libvirtd and its own virtlogd in a mount
+        namespace where /run is a fresh tmpfs and each of
+        :data:`PRIVATE_STATE_DIRS` an empty directory under the test's
+        work directory: the end-to-end tier, whose guests are nova's,
+        must not share pid files, domain definitions, NVRAM or logs with
+        the host or another test's daemon.
+    :param rootdir: where to make the work directory (default: the
+        temporary directory); every directory above it must be open to
+        libvirt's qemu user, which reads the guests' files there.
+    """
+
+    def __init__(self, private_state=False, rootdir=None):
+        super().__init__()
+        self.private_state = private_state
+        self.rootdir = rootdir
 
     def _setUp(self):
         for tool, package in (('libvirtd', 'libvirt-daemon-system'),
@@ -54,7 +109,7 @@ class LibvirtDaemon(fixtures.Fixture):
             if shutil.which(tool) is None:
                 raise RuntimeError(f'{tool} not found: install the Debian '
                                    f'package {package} (see bindep.txt)')
-        self.workdir = self.useFixture(fixtures.TempDir()).path
+        self.workdir = self.useFixture(fixtures.TempDir(self.rootdir)).path
         # QEMU runs as libvirt's qemu user: it must reach our files.
         os.chmod(self.workdir, 0o755)
         config = os.path.join(self.workdir, 'libvirtd.conf')
@@ -63,10 +118,11 @@ class LibvirtDaemon(fixtures.Fixture):
                          'auth_unix_rw = "none"\nauth_unix_ro = "none"\n')
         self.uri = (f'qemu:///system?socket='
                     f'{os.path.join(self.workdir, "libvirt-sock")}')
-        log = open(os.path.join(self.workdir, 'libvirtd.log'), 'wb')
+        self.log_path = os.path.join(self.workdir, 'libvirtd.log')
+        log = open(self.log_path, 'wb')
         self.addCleanup(log.close)
         self.logd = None
-        if not os.path.exists(VIRTLOGD_SOCKET):
+        if not self.private_state and not os.path.exists(VIRTLOGD_SOCKET):
             # libvirt's QEMU driver hands guest console logs to virtlogd.
             self.logd = subprocess.Popen(
                 ['virtlogd', '--timeout', '900'], stdout=log,
@@ -74,30 +130,45 @@ class LibvirtDaemon(fixtures.Fixture):
                 start_new_session=True)
         # libvirt tests share one stestr worker (see .stestr.conf), so any
         # capability probe that appears from here on is this daemon's.
-        self.probes_before = capability_probes()
+        self.probes_before = set() if self.private_state else (
+            capability_probes())
         command = ['libvirtd', '--config', config, '--timeout', '900',
                    '--pid-file', os.path.join(self.workdir, 'libvirtd.pid')]
-        if os.path.exists(KVM_DEVICE):
+        if self.private_state or os.path.exists(KVM_DEVICE):
             command = self._isolated(command)
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
         self.addCleanup(self._stop)
+        self._wait_until_up()
+        self.namespace = (mount_namespace(self.process.pid)
+                          if self.private_state else None)
+        if self.private_state:
+            # The namespace exists once libvirtd answers; its virtlogd
+            # must see the same private /run (its socket lives there).
+            self.logd = subprocess.Popen(
+                ['nsenter', '--target', str(self.process.pid), '--mount',
+                 '--', 'virtlogd', '--timeout', '900', '--pid-file',
+                 os.path.join(self.workdir, 'virtlogd.pid')],
+                stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _wait_until_up(self):
         deadline = time.monotonic() + 60
         while True:
             result = self.virsh('version', check=False)
             if result.returncode == 0:
-                break
+                return
             if self.process.poll() is not None or (
                     time.monotonic() > deadline):
-                with open(os.path.join(self.workdir, 'libvirtd.log')) as out:
+                with open(self.log_path) as out:
                     raise RuntimeError('libvirtd did not start (is another '
                                        'libvirtd running?): ' +
                                        out.read()[-2000:])
             time.sleep(0.3)
 
     def _isolated(self, command):
-        """``command`` in a mount namespace where /dev/kvm is unusable.
+        """``command`` in a mount namespace of its own.
 
         The guests here run under TCG. Where /dev/kvm exists but only
         root may open it (no udev rule giving it to the kvm group, as on
@@ -108,22 +179,35 @@ class LibvirtDaemon(fixtures.Fixture):
         /dev/kvm makes the probe and the check agree (no KVM), so libvirt
         probes once and keeps the result. libvirt cannot carry a file
         mounted on /dev into a guest's private /dev, so this daemon's
-        qemu.conf (Debian's defaults otherwise) turns those off.
+        qemu.conf (Debian's defaults otherwise) turns those off. With
+        ``private_state`` the namespace also hides the host's libvirt
+        state (see the class docstring).
         """
-        if shutil.which('unshare') is None:
-            raise RuntimeError('unshare not found: install the Debian '
-                               'package util-linux')
-        placeholder = os.path.join(self.workdir, 'no-kvm')
-        with open(placeholder, 'w'):
-            pass
-        os.chmod(placeholder, 0o600)
+        for tool in ('unshare', 'nsenter'):
+            if shutil.which(tool) is None:
+                raise RuntimeError(f'{tool} not found: install the Debian '
+                                   f'package util-linux')
+        mounts = []
+        if os.path.exists(KVM_DEVICE):
+            placeholder = os.path.join(self.workdir, 'no-kvm')
+            with open(placeholder, 'w'):
+                pass
+            os.chmod(placeholder, 0o600)
+            mounts.append(f'{placeholder}:{KVM_DEVICE}')
         qemu_conf = os.path.join(self.workdir, 'qemu.conf')
         with open(qemu_conf, 'w') as handle:
             handle.write('namespaces = []\n')
+        mounts.append(f'{qemu_conf}:{QEMU_CONF}')
+        if self.private_state:
+            mounts.append('tmpfs:/run')
+            for target in PRIVATE_STATE_DIRS:
+                source = os.path.join(self.workdir, 'state',
+                                      target.strip('/').replace('/', '-'))
+                os.makedirs(source)
+                os.makedirs(target, exist_ok=True)
+                mounts.append(f'{source}:{target}')
         return (['unshare', '--mount', '--propagation', 'private', '--',
-                 sys.executable, BIND_AND_EXEC,
-                 f'{placeholder}:{KVM_DEVICE}', f'{qemu_conf}:{QEMU_CONF}',
-                 '--'] + command)
+                 sys.executable, BIND_AND_EXEC, *mounts, '--'] + command)
 
     def _stop(self):
         for domain in self.virsh('list', '--all', '--name',
@@ -139,7 +223,7 @@ class LibvirtDaemon(fixtures.Fixture):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        for pid in capability_probes() - self.probes_before:
+        for pid in capability_probes(self.namespace) - self.probes_before:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
