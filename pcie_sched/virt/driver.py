@@ -18,6 +18,8 @@ on several native threads at once.
 
 import copy
 
+from lxml import etree
+from nova.compute import vm_states
 from nova import exception
 from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import driver as libvirt_driver
@@ -27,6 +29,7 @@ from oslo_log import log as logging
 from pcie_sched import capacity
 from pcie_sched import conf as pcie_conf
 from pcie_sched import host_capacity
+from pcie_sched import instance_plan
 from pcie_sched import placement
 from pcie_sched import probe
 from pcie_sched import spec
@@ -54,6 +57,19 @@ class HotplugPortsUnavailable(exception.BuildAbortException):
     too, where nova's "Build of instance ... aborted" would mislead: the
     message names neither. nova cuts fault messages at 255 characters, so
     the prefix stays short and the reason leads with key and value.
+    """
+
+    msg_fmt = 'PCIe hotplug ports for instance %(instance_uuid)s: %(reason)s'
+
+
+class NoFreeHotplugPort(exception.AttachInterfaceNotSupported):
+    """An interface attach the instance has no free hotplug port for.
+
+    An ``Invalid`` (AttachInterfaceNotSupported): nova-compute logs no
+    traceback for it, records it as the instance fault and as the
+    instance action event's details, and nova-api answers the attach with
+    HTTP 400 and this message, instead of libvirt's "No more available
+    PCI slots" in a log behind a bare HTTP 500.
     """
 
     msg_fmt = 'PCIe hotplug ports for instance %(instance_uuid)s: %(reason)s'
@@ -121,9 +137,23 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
             raise HotplugPortsUnavailable(
                 instance_uuid=instance.uuid, reason=str(exc))
         if requested is None:
+            instance_plan.clear(instance.system_metadata)
             return guest
         self._apply_plan(guest, instance, requested)
         return guest
+
+    def _get_guest_xml(self, context, instance, *args, **kwargs):
+        xml = super()._get_guest_xml(context, instance, *args, **kwargs)
+        if instance_plan.ROOT_PORTS_KEY not in instance.system_metadata:
+            return xml
+        # Every endpoint gets an explicit port, the devices the previous
+        # domain had (hard reboot, power on) the ports they had there.
+        domain = etree.fromstring(xml)
+        devices.pin_endpoints(
+            domain, self._host.get_capabilities().host.cpu.arch,
+            devices.previous_ports(kwargs.get('old_guest')),
+            CONF.pcie_sched_compute.hotplug_on_cold_plugged_ports)
+        return etree.tostring(domain, pretty_print=True).decode()
 
     def _refuses_loader_secure(self, guest) -> bool:
         """See :mod:`pcie_sched.virt.firmware`; asked once per key."""
@@ -150,7 +180,13 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
                        f'hw_machine_type or [libvirt] hw_machine_type)')
         devices.pin_usb_controller_model(guest)
         cold = devices.cold_plugged_devices(guest, arch)
-        needed = requested + len(cold)
+        recorded = self._recorded_plan(instance, requested)
+        if recorded is None:
+            needed = requested + len(cold)
+        else:
+            # Devices hot-plugged since the first build are cold-plugged
+            # now: they sit on ports that were free, the total stays.
+            needed = max(recorded.root_ports, len(cold))
         vcpus = instance.flavor.vcpus
         guest_limit = (host_capacity.guest_vector_limit(vcpus, len(cold))
                        if arch == 'x86_64' and
@@ -178,7 +214,7 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
                        f'{max(limit - len(cold), 0)}')
         try:
             plan = topology.plan(
-                requested, cold, arch, machine,
+                needed - len(cold), cold, arch, machine,
                 hotplug_on_cold_plugged=(
                     CONF.pcie_sched_compute.hotplug_on_cold_plugged_ports))
         except topology.TopologyError as exc:
@@ -199,10 +235,80 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
         guest.__class__ = _PlannedGuest
         guest.qemu_override = rendered.find(
             f'{{{topology.QEMU_XML_NS}}}override')
-        LOG.info('Giving the guest %(free)d free hotplug ports and '
-                 '%(cold)d for cold-plugged devices (host limit %(limit)d)',
-                 {'free': requested, 'cold': len(cold), 'limit': limit},
+        instance.system_metadata.update(instance_plan.RecordedPlan(
+            root_ports=needed, requested=requested).to_system_metadata())
+        LOG.info('Giving the guest %(total)d root ports: %(free)d free for '
+                 'hotplug, %(cold)d for cold-plugged devices (%(key)s=%(n)d, '
+                 '%(how)s; host limit %(limit)d)',
+                 {'total': needed, 'free': needed - len(cold),
+                  'cold': len(cold), 'key': _spec_key(instance),
+                  'n': requested, 'limit': limit,
+                  'how': 'as first planned' if recorded else 'new plan'},
                  instance=instance)
+
+    @staticmethod
+    def _recorded_plan(instance, requested):
+        """The plan recorded at the first build, if it is for ``requested``.
+
+        A resize to a flavor with another count plans again.
+        """
+        try:
+            recorded = instance_plan.from_system_metadata(
+                instance.system_metadata)
+        except instance_plan.UnknownLayout as exc:
+            raise HotplugPortsUnavailable(instance_uuid=instance.uuid,
+                                          reason=str(exc))
+        if recorded is None or recorded.requested != requested:
+            return None
+        return recorded
+
+    # -- hot-plug ----------------------------------------------------------
+
+    def network_binding_host_id(self, context, instance):
+        # nova-compute asks this right before it creates and binds the
+        # port of an interface attach (ComputeManager._attach_interface),
+        # and during a build's network allocation (vm_state building).
+        # Refusing an attach here means no port to roll back and the
+        # reason reaches the API user (see NoFreeHotplugPort).
+        if instance.vm_state != vm_states.BUILDING:
+            self._check_free_port(instance)
+        return super().network_binding_host_id(context, instance)
+
+    def attach_interface(self, context, instance, image_meta, vif):
+        # Checked again: nova locks attaches per port, not per instance,
+        # so two concurrent attaches may both have seen the last free
+        # port. nova reports this one as a generic attach failure.
+        self._check_free_port(instance)
+        return super().attach_interface(context, instance, image_meta, vif)
+
+    def _check_free_port(self, instance) -> None:
+        """Refuse a hot-plug when the guest's plan has no free port left.
+
+        Only guests with a plan: others keep nova's and libvirt's own
+        behaviour.
+        """
+        try:
+            requested = spec.requested_ports(
+                instance.flavor.extra_specs, instance.system_metadata,
+                image_key=spec.SYSTEM_METADATA_KEY)
+        except spec.InvalidHotplugPortsSpec:
+            return
+        if requested is None:
+            return
+        try:
+            xml = self._host.get_guest(instance).get_xml_desc()
+        except exception.InstanceNotFound:
+            return
+        usage = devices.port_usage(etree.fromstring(xml))
+        if usage.free:
+            return
+        reason = (f'no free hotplug port: {usage.in_use} of {usage.total} '
+                  f'root ports in use, 0 free ({_spec_key(instance)}='
+                  f'{requested}); detach a device first, or resize to a '
+                  f'flavor with a larger {spec.FLAVOR_KEY}')
+        LOG.warning('Refusing to hot-plug a device: %s', reason,
+                    instance=instance)
+        raise NoFreeHotplugPort(instance_uuid=instance.uuid, reason=reason)
 
     def pci_hotplug_ports_max(self, arch: str, machine: str,
                               firmware: str) -> int:
