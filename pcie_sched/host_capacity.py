@@ -239,3 +239,23 @@ def cold_plugged_reserve(base_ports: int, networks: int,
     """
     return (base_ports + max(networks, 0) + (1 if ephemeral_gb else 0) +
             (1 if swap_mb else 0) + max(pci_devices, 0) + (1 if rng else 0))
+
+
+def root_ports_needed(requested: int, cold_plugged: int,
+                      recorded: ty.Any = None) -> ty.Tuple[int, bool]:
+    """(root ports, from the record?) a guest needs on the host chosen.
+
+    :param requested: the free hotplug ports the request asks for.
+    :param cold_plugged: the root ports its devices take, as the scheduler
+        estimates them (:func:`cold_plugged_reserve` plus the volumes'
+        ports, :func:`pcie_sched.block_devices.volume_ports`).
+    :param recorded: on a move, the instance's
+        :class:`pcie_sched.instance_plan.RecordedPlan`, if it has one. The
+        compute driver gives the guest the recorded total at every later
+        build, so the destination must boot exactly that many, whatever
+        was hot-plugged since; a resize to another ``requested`` count is
+        the one change that plans again, from its current devices.
+    """
+    if recorded is not None and recorded.requested == requested:
+        return recorded.root_ports, True
+    return requested + cold_plugged, False

@@ -8,8 +8,10 @@ Enable in nova-scheduler's nova.conf (one line each; wrapped here)::
         pcie_sched.filters.pci_hotplug_ports.PciHotplugPortsFilter
     enabled_filters = ...,PciHotplugPortsFilter
 
-The per-request work (parsing the flavor, counting cold-plugged devices)
-happens once in :meth:`filter_all`; each host then costs a dictionary
+The per-request work (parsing the flavor, counting cold-plugged devices,
+reading the instance's volumes and recorded port plan from nova's
+databases: :mod:`pcie_sched.filters.instance_devices`) happens once in
+:meth:`filter_all`; each host then costs a dictionary
 lookup or two per stat and aggregate, and each aggregate's metadata is
 parsed once per request.
 A request without ``hw:pci_hotplug_ports`` returns the host list
@@ -23,6 +25,7 @@ from nova.scheduler import filters
 from nova.scheduler import utils as scheduler_utils
 
 from pcie_sched import conf as pcie_conf
+from pcie_sched.filters import instance_devices
 from pcie_sched import host_capacity
 from pcie_sched import spec
 
@@ -46,8 +49,12 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
     A guest needs its requested free hotplug ports plus one port per
     cold-plugged PCIe device (nova's always-present devices, networks,
     ephemeral and swap disks, the virtio RNG nova adds unless the flavor
-    forbids it, PCI devices passed through by flavor aliases); a host
-    passes when that total fits its capacity: the ``pci_hotplug_ports_max``
+    forbids it, PCI devices passed through by flavor aliases, volumes on
+    a virtio bus and one SCSI controller for those on a scsi bus). A move
+    of an instance whose port plan the compute driver recorded needs
+    exactly the recorded root ports (unless it resizes to another count).
+    A host passes when that total fits its capacity: the
+    ``pci_hotplug_ports_max``
     stat its pcie-sched compute driver publishes, capped by the smallest
     ``pci_hotplug_ports_max`` in the metadata of its aggregates (a ceiling
     the operator sets, never a capacity of its own). A host that publishes
@@ -71,8 +78,13 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
             if (requested is None or
                     scheduler_utils.request_is_rebuild(spec_obj)):
                 return filter_obj_list
-            reserve = self._cold_plugged_reserve(spec_obj)
-            needed = requested + reserve
+            # Once per request: volumes and, on a move, the root ports
+            # the instance has are only in nova's databases.
+            devices = instance_devices.lookup(spec_obj)
+            reserve = (self._cold_plugged_reserve(spec_obj) +
+                       devices.volume_ports)
+            needed, recorded = host_capacity.root_ports_needed(
+                requested, reserve, devices.recorded)
             guest_limit = None
             vcpus = getattr(spec_obj.flavor, 'vcpus', None)
             if CONF.pcie_sched.enforce_guest_vector_limit:
@@ -173,10 +185,10 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
             if best.max_ports is None or max_ports > best.max_ports:
                 best = host_capacity.HostCapacity(max_ports, source)
             LOG.debug('%(host)s fails PciHotplugPortsFilter: needs %(needed)d '
-                      'root ports (%(requested)d free + %(reserve)d '
-                      'cold-plugged), can boot %(max)d (from %(source)s)',
+                      'root ports (%(how)s), can boot %(max)d (from '
+                      '%(source)s)',
                       {'host': host_state, 'needed': needed,
-                       'requested': requested, 'reserve': needed - requested,
+                       'how': _how(requested, needed, recorded),
                        'max': max_ports, 'source': source})
         if unpublished or invalid:
             _log_unknown_hosts(spec_obj, needed, unpublished, invalid,
@@ -184,10 +196,11 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
         if not passing and filter_obj_list:
             LOG.info('PciHotplugPortsFilter: no host can boot instance '
                      '%(uuid)s with %(requested)d free hotplug ports '
-                     '(%(needed)d root ports with its cold-plugged devices); '
+                     '(%(needed)d root ports: %(how)s); '
                      'largest known capacity: %(best)s',
                      {'uuid': _instance_uuid(spec_obj),
                       'requested': requested, 'needed': needed,
+                      'how': _how(requested, needed, recorded),
                       'best': ('none' if best.max_ports is None else
                                f'{best.max_ports} (from {best.source})')})
         return passing
@@ -293,6 +306,13 @@ def _log_unknown_hosts(spec_obj, needed, unpublished, invalid,
                  '%(outcome)s',
                  {'count': len(invalid), 'key': spec.HOST_CAPACITY_KEY,
                   'hosts': _host_names(invalid), 'outcome': outcome})
+
+
+def _how(requested, needed, recorded) -> str:
+    """How ``needed`` was counted, for the log."""
+    if recorded:
+        return 'recorded at its first build'
+    return f'{requested} free + {needed - requested} cold-plugged'
 
 
 def _host_names(host_states) -> str:
