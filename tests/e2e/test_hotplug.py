@@ -9,8 +9,11 @@ driver's own counting.
 """
 
 import os
+import subprocess
 
+import fixtures
 from nova.tests.functional.api import client
+from oslo_utils import uuidutils
 import testscenarios
 
 from pcie_sched import spec
@@ -206,4 +209,64 @@ class TestAddressesLastTheGuestsLife(HotplugTestBase):
         self.attach_nic(server)
         self.assertRaises(client.OpenStackApiException, self.attach_nic,
                           server)
+        self._delete_server(server)
+
+
+class TestVolumesTakeThePlansPorts(HotplugTestBase):
+    """Volumes attached through nova's API land on the plan's free ports.
+
+    A volume is a loop device on this host, handed to nova by Cinder's
+    fixture as a ``local`` connection (nova's LibvirtVolumeDriver: a
+    ``<disk type='block'>`` on the device path), so nova's real attach
+    path and libvirt's real hot-plug carry it out.
+    """
+
+    def setUp(self):
+        super().setUp()
+        # Mocked, because it cannot run here: os-brick's discovery of this
+        # host's iSCSI initiator, FC HBAs and NVMe host NQN, which nova
+        # sends Cinder with every attach. The local connection needs none.
+        self.useFixture(stack.nova_fixtures.OSBrickFixture())
+
+    def loop_volume(self):
+        path = os.path.join(self.workdir, f'volume-{len(self.volumes)}.img')
+        with open(path, 'wb') as handle:
+            handle.truncate(4 << 20)
+        device = subprocess.run(
+            ['losetup', '--find', '--show', path], capture_output=True,
+            text=True, check=True, timeout=30).stdout.strip()
+        self.addCleanup(subprocess.run, ['losetup', '--detach', device],
+                        timeout=30, check=False)
+        volume = uuidutils.generate_uuid()
+        self.volumes[volume] = {'driver_volume_type': 'local',
+                                'data': {'device_path': device}}
+        return volume
+
+    def test_volumes_and_nics_fill_the_free_ports(self):
+        self.volumes = dict(
+            stack.nova_fixtures.CinderFixture.VOLUME_CONNECTION_INFO)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.CinderFixture.VOLUME_CONNECTION_INFO',
+            self.volumes))
+        server = self.boot(4)
+        cold = len(self.live_domain(server).xpath(_VIRTIO))
+        for _ in range(2):
+            volume = self.loop_volume()
+            self.api.post_server_volume(
+                server['id'], {'volumeAttachment': {'volumeId': volume}})
+            self._wait_for_volume_attach(server['id'], volume)
+            self.attach_nic(server)
+        report = self.wait_for_report(server, cold + 4)
+        disks = [d for d in report.values() if d.virtio_driver == 'virtio_blk']
+        self.assertEqual(3, len(disks), report)
+        self.assertEqual({'BARS-OK'}, {d.bars for d in disks})
+        domain = self.live_domain(server)
+        self.assertEqual(set(), set(root_ports(domain)) -
+                         occupied_buses(domain))
+        before = addresses(domain)
+        guest_view = {d.address for d in report.values()}
+        self._reboot_server(server, hard=True)
+        self.assertEqual(before, addresses(self.live_domain(server)))
+        self.assertEqual(guest_view, set(
+            self.wait_for_report(server, cold + 4)))
         self._delete_server(server)
