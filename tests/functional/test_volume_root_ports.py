@@ -175,24 +175,17 @@ class TestMoves(VolumeTestBase):
             name=pci_hotplug_ports.__name__, level=logging.DEBUG))
 
     def keep_recorded_plan(self):
-        """The record the compute driver keeps from the first build.
+        """The record the compute driver kept from the first build.
 
-        Written here through nova's objects until the driver records it
-        itself (pcie_sched.instance_plan); then this only checks it.
+        PcieSchedLibvirtDriver writes it (pcie_sched.instance_plan); the
+        move is scheduled against it, whatever was hot-plugged since.
         """
         instance = objects.Instance.get_by_uuid(
             self.context, self.server['id'],
             expected_attrs=['system_metadata'])
-        recorded = instance_plan.from_system_metadata(
-            instance.system_metadata)
-        if recorded is None:
-            recorded = instance_plan.RecordedPlan(self.root_port_count,
-                                                  PORTS)
-            instance.system_metadata.update(recorded.to_system_metadata())
-            instance.save()
         self.assertEqual(
             instance_plan.RecordedPlan(self.root_port_count, PORTS),
-            recorded)
+            instance_plan.from_system_metadata(instance.system_metadata))
 
     def keep_network_info_cache(self):
         """Give the instance the network info cache a cloud keeps.
