@@ -199,12 +199,15 @@ def pin_endpoints(domain, arch: str, previous: ty.Mapping[str, int],
             assigned[name] = port
             taken.add(port)
     spare = iter(sorted(set(ports) - taken))
-    for name, element in endpoints:
+    for name, _ in endpoints:
         if name not in assigned:
             port = next(spare, None)
             if port is None:
                 break  # more devices than ports: libvirt adds its own
             assigned[name] = port
+    for name, element in endpoints:
+        if name not in assigned:
+            continue
         for stale in element.findall('address'):
             element.remove(stale)
         element.append(etree.Element(
