@@ -1,19 +1,59 @@
-"""This host's QEMU binaries and firmware files, as Debian installs them."""
+"""This host's QEMU binaries and firmware files, wherever it keeps them.
+
+QEMU is looked for where the distributions put it (:data:`QEMU_CANDIDATES`),
+the firmware in the host's QEMU firmware descriptors
+(:mod:`pcie_sched.firmware_descriptors`), and only a host whose
+descriptors describe no firmware of the kind asked for falls back to the
+file paths Debian uses (:data:`FIRMWARE_FILES`). Every lookup takes a
+``root`` (default ``/``) so tests can build a host layout in a temporary
+directory.
+"""
 
 import dataclasses
 import hashlib
 import os
+import platform
 import re
 import shutil
 import subprocess  # nosec B404  # argument lists only, no shell
 import threading
 import typing as ty
 
+from pcie_sched import firmware_descriptors
+
 QEMU_BINARIES = {
     'x86_64': ('qemu-system-x86_64', 'qemu-system-x86'),
     'aarch64': ('qemu-system-aarch64', 'qemu-system-arm'),
 }
 
+#: Where the emulator for an arch is looked for, first hit wins:
+#: ``('path', name)`` searches ``PATH``, ``('native', file)`` is a file
+#: (relative to the root) that only emulates the host's own arch.
+QEMU_CANDIDATES = {
+    arch: (
+        # The upstream name, on PATH: Debian, Ubuntu, Fedora, SUSE, Arch
+        # (the qemu-system-* packages).
+        ('path', name),
+        # RHEL, CentOS Stream, Rocky, Alma: the qemu-kvm package installs
+        # only this, off PATH, and it runs only the host's arch (KVM).
+        ('native', 'usr/libexec/qemu-kvm'),
+    )
+    for arch, (name, _package) in QEMU_BINARIES.items()
+}
+
+#: What to install for the emulator, per distribution family.
+QEMU_PACKAGES = {
+    'x86_64': 'the Debian package qemu-system-x86 (see bindep.txt; '
+              'RHEL family: qemu-kvm)',
+    'aarch64': 'the Debian package qemu-system-arm (see bindep.txt; '
+               'RHEL family on aarch64: qemu-kvm)',
+}
+
+#: The machine type a firmware lookup assumes when none is given.
+DEFAULT_MACHINES = {'x86_64': 'q35', 'aarch64': 'virt'}
+
+#: Last fallback, for a host whose firmware descriptors describe no
+#: firmware of the kind for the arch (Debian's SeaBIOS ships none):
 #: (arch, kind) -> (code file, vars template or None, Debian package)
 FIRMWARE_FILES = {
     ('x86_64', 'uefi'): ('/usr/share/OVMF/OVMF_CODE_4M.fd',
@@ -37,22 +77,87 @@ class Firmware:
     kind: str                  # 'uefi' or 'bios'
     code: str
     variables: ty.Optional[str]
+    #: How QEMU maps the files (``raw`` or ``qcow2`` flash).
+    code_format: str = 'raw'
+    variables_format: str = 'raw'
+    #: The descriptor's features (``secure-boot``, ``requires-smm``...);
+    #: empty when the build was not found through a descriptor.
+    features: ty.FrozenSet[str] = frozenset()
+    #: The descriptor file it came from, None for a fallback or a path.
+    descriptor: ty.Optional[str] = None
 
     def digest(self) -> str:
         return file_digest(self.code)
 
 
-def qemu_binary(arch: str) -> str:
+def host_arch() -> str:
+    machine = platform.machine()
+    return {'amd64': 'x86_64', 'arm64': 'aarch64'}.get(machine, machine)
+
+
+def qemu_binary(arch: str, root: str = '/') -> str:
+    """The emulator for ``arch``: the first of :data:`QEMU_CANDIDATES`.
+
+    Under a ``root`` other than ``/``, ``PATH``'s directories are taken
+    relative to it.
+    """
     try:
-        name, package = QEMU_BINARIES[arch]
+        candidates = QEMU_CANDIDATES[arch]
     except KeyError:
         raise HostError(f'arch={arch!r} is not supported; accepted: '
                         f'{", ".join(QEMU_BINARIES)}')
-    path = shutil.which(name)
-    if path is None:
-        raise HostError(f'{name} not found: install the Debian package '
-                        f'{package} (see bindep.txt)')
-    return path
+    looked = []
+    for how, name in candidates:
+        if how == 'path':
+            search = os.environ.get('PATH', os.defpath)
+            if root != '/':
+                search = os.pathsep.join(
+                    os.path.join(root, d.lstrip('/'))
+                    for d in search.split(os.pathsep) if d)
+            path = shutil.which(name, path=search)
+            looked.append(f'{name} on PATH')
+        else:
+            if arch != host_arch():
+                continue
+            path = os.path.join(root, name)
+            looked.append(f'/{name}')
+            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                path = None
+        if path is not None:
+            return path
+    raise HostError(f'{QEMU_BINARIES[arch][0]} not found (looked for '
+                    f'{", ".join(looked)}): install {QEMU_PACKAGES[arch]}')
+
+
+_ALIAS = re.compile(r'^(\S+)\s.*\(alias of (\S+)\)')
+
+
+def machine_aliases(binary: str) -> ty.Dict[str, str]:
+    """QEMU's machine aliases (``q35`` -> ``pc-q35-7.2``).
+
+    From the binary's own ``-machine help``.
+    """
+    return _memoised('machine-aliases', binary, _run_machine_help)
+
+
+def _run_machine_help(binary: str) -> ty.Dict[str, str]:
+    try:
+        result = subprocess.run([binary, '-machine', 'help'],  # nosec B603
+                                capture_output=True, text=True, timeout=30,
+                                check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise HostError(f'{binary} -machine help failed: {exc}')
+    aliases = {}
+    for line in result.stdout.splitlines():
+        match = _ALIAS.match(line)
+        if match:
+            aliases[match.group(1)] = match.group(2)
+    return aliases
+
+
+def canonical_machine(arch: str, machine: str, root: str = '/') -> str:
+    """``machine`` without its alias: what QEMU runs for ``q35``."""
+    return machine_aliases(qemu_binary(arch, root)).get(machine, machine)
 
 
 #: Answers that depend only on a file's content, keyed by what
@@ -111,9 +216,30 @@ def _run_qemu_version(binary: str) -> ty.Tuple[str, ty.Tuple[int, int]]:
     return line, (int(match.group(1)), int(match.group(2)))
 
 
-def firmware(arch: str, choice: str) -> Firmware:
-    """Resolve ``uefi``, ``bios`` or a path to a firmware code file."""
+def firmware(arch: str, choice: str, machine: ty.Optional[str] = None, *,
+             secure_boot: bool = False, root: str = '/',
+             environ: ty.Optional[ty.Mapping[str, str]] = None) -> Firmware:
+    """Resolve ``uefi``, ``bios`` or a path to a firmware code file.
+
+    ``uefi`` and ``bios`` are the build a guest of ``machine`` (default:
+    :data:`DEFAULT_MACHINES`; an alias is resolved through QEMU when the
+    descriptors do not list it as given) gets, from the firmware
+    descriptors (``secure_boot``: the Secure Boot build), falling back
+    to :data:`FIRMWARE_FILES` only when the descriptors offer no
+    firmware of that kind for ``arch`` at all.
+    """
     if choice in ('uefi', 'bios'):
+        found = _from_descriptors(arch, choice, machine, secure_boot, root,
+                                  environ)
+        if found is not None:
+            return found
+        if secure_boot:
+            raise HostError(
+                f'no firmware descriptor describes a Secure Boot build '
+                f'for arch={arch} (searched '
+                f'{", ".join(firmware_descriptors.search_dirs(root, environ))}'
+                f'); accepted: install one (Debian: ovmf, RHEL family: '
+                f'edk2-ovmf) or a path to a firmware code file')
         try:
             code, variables, package = FIRMWARE_FILES[(arch, choice)]
         except KeyError:
@@ -121,10 +247,15 @@ def firmware(arch: str, choice: str) -> Firmware:
             raise HostError(f'firmware={choice!r} is not supported on '
                             f'{arch}; accepted: {", ".join(accepted)} or a '
                             f'path to a firmware code file')
+        code = os.path.join(root, code.lstrip('/'))
+        if variables:
+            variables = os.path.join(root, variables.lstrip('/'))
         for path in filter(None, (code, variables)):
             if not os.path.isfile(path):
                 raise HostError(f'{path} not found: install the Debian '
-                                f'package {package} (see bindep.txt)')
+                                f'package {package} (see bindep.txt), or a '
+                                f'package installing QEMU firmware '
+                                f'descriptors for it')
         return Firmware(choice, code, variables)
     path = os.path.realpath(choice)
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
@@ -144,6 +275,34 @@ def firmware(arch: str, choice: str) -> Firmware:
                             f'(its variable store template) is missing')
         return Firmware('uefi', path, variables)
     return Firmware('bios', path, None)
+
+
+def _from_descriptors(arch, kind, machine, secure_boot, root, environ
+                      ) -> ty.Optional[Firmware]:
+    """The descriptors' answer for a ``kind`` firmware.
+
+    None when they describe no ``kind`` firmware for ``arch`` at all
+    (then the fallback table applies).
+    """
+    try:
+        descriptors = firmware_descriptors.for_interface(
+            firmware_descriptors.load(root, environ), arch, kind)
+        if not descriptors:
+            return None
+        # The type only: a probe machine may carry options
+        # (``virt-2.12,highmem=off``), the descriptors' globs do not.
+        machine = (machine or DEFAULT_MACHINES.get(arch, '')).split(',')[0]
+        if not firmware_descriptors.candidates(descriptors, arch, machine,
+                                               kind):
+            machine = canonical_machine(arch, machine, root)
+        chosen = firmware_descriptors.select(
+            descriptors, arch, machine, kind, secure_boot,
+            firmware_descriptors.search_dirs(root, environ))
+    except firmware_descriptors.DescriptorError as exc:
+        raise HostError(str(exc)) from exc
+    return Firmware(kind, chosen.code, chosen.variables, chosen.code_format,
+                    chosen.variables_format or 'raw', chosen.features,
+                    chosen.path)
 
 
 def file_digest(path: str) -> str:

@@ -259,9 +259,9 @@ def qemu_command(arch: str, machine: str, fw: hostinfo.Firmware,
         variables = os.path.join(workdir, 'vars.fd')
         shutil.copyfile(fw.variables, variables)
         command += [
-            '-drive', f'if=pflash,format=raw,readonly=on,'
+            '-drive', f'if=pflash,format={fw.code_format},readonly=on,'
                       f'file={_option_value(fw.code)}',
-            '-drive', f'if=pflash,format=raw,'
+            '-drive', f'if=pflash,format={fw.variables_format},'
                       f'file={_option_value(variables)}']
     else:
         command += ['-bios', fw.code]
@@ -336,7 +336,7 @@ def boot(arch: str, machine: str, firmware: str = 'uefi', ports: int = 1, *,
     try:
         # Everything missing is reported before anything is built or run.
         hostinfo.qemu_binary(arch)
-        fw = hostinfo.firmware(arch, firmware)
+        fw = hostinfo.firmware(arch, firmware, machine)
         plan = probe_plan(ports, arch, machine, root_bus_devices)
         accel = _resolve_accel(accel)
         disk = payload.disk_image(arch, fw.kind, cache_dir)
@@ -485,7 +485,7 @@ def model_capacity(arch: str, machine: str, firmware: str
     model does not know.
     """
     try:
-        fw = hostinfo.firmware(arch, firmware)
+        fw = hostinfo.firmware(arch, firmware, machine)
         _, version = hostinfo.qemu_version(hostinfo.qemu_binary(arch))
     except hostinfo.HostError as exc:
         raise ProbeError(str(exc)) from exc
@@ -507,7 +507,7 @@ def fingerprint_inputs(arch: str, machine: str,
     """
     binary = hostinfo.qemu_binary(arch)
     version_line, _ = hostinfo.qemu_version(binary)
-    fw = hostinfo.firmware(arch, firmware)
+    fw = hostinfo.firmware(arch, firmware, machine)
     # The variable store decides too: the same Secure Boot code with
     # Microsoft's keys enrolled refuses the probe's unsigned payload.
     variables = hostinfo.file_digest(fw.variables) if fw.variables else '-'
@@ -764,7 +764,8 @@ def stale_measurements(arch: str, machine: str, firmware: str,
     try:
         cache_dir = cache_dir or default_cache_dir()
         now = fingerprint_inputs(arch, machine, firmware)
-        code = os.path.realpath(hostinfo.firmware(arch, firmware).code)
+        code = os.path.realpath(
+            hostinfo.firmware(arch, firmware, machine).code)
         entries = cache_entries(cache_dir)
     except (hostinfo.HostError, OSError, cfg.Error):
         return []
@@ -879,7 +880,7 @@ def find_max(arch: str, machine: str, firmware: str = 'uefi', *,
     try:
         inputs = fingerprint_inputs(arch, machine, firmware)
         key = _digest(inputs)
-        code = hostinfo.firmware(arch, firmware).code
+        code = hostinfo.firmware(arch, firmware, machine).code
         model = model_capacity(arch, machine, firmware)
     except (hostinfo.HostError, capacity.UnsupportedMachine) as exc:
         raise ProbeError(str(exc)) from exc
