@@ -284,6 +284,7 @@ def _from_descriptors(arch, kind, machine, secure_boot, root, environ
     None when they describe no ``kind`` firmware for ``arch`` at all
     (then the fallback table applies).
     """
+    unresolved = ''
     try:
         descriptors = firmware_descriptors.for_interface(
             firmware_descriptors.load(root, environ), arch, kind)
@@ -294,12 +295,18 @@ def _from_descriptors(arch, kind, machine, secure_boot, root, environ
         machine = (machine or DEFAULT_MACHINES.get(arch, '')).split(',')[0]
         if not firmware_descriptors.candidates(descriptors, arch, machine,
                                                kind):
-            machine = canonical_machine(arch, machine, root)
+            # Perhaps an alias (q35, virt): the descriptors list
+            # canonical types only.
+            try:
+                machine = canonical_machine(arch, machine, root)
+            except HostError as exc:
+                unresolved = (f' (not resolved as a machine alias either: '
+                              f'{exc})')
         chosen = firmware_descriptors.select(
             descriptors, arch, machine, kind, secure_boot,
             firmware_descriptors.search_dirs(root, environ))
     except firmware_descriptors.DescriptorError as exc:
-        raise HostError(str(exc)) from exc
+        raise HostError(f'{exc}{unresolved}') from exc
     return Firmware(kind, chosen.code, chosen.variables, chosen.code_format,
                     chosen.variables_format or 'raw', chosen.features,
                     chosen.path)
