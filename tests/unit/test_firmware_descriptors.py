@@ -16,6 +16,7 @@ import testtools
 
 from pcie_sched import firmware_descriptors as fd
 from pcie_sched import hostinfo
+from pcie_sched import probe
 
 OVMF = '/usr/share/OVMF'
 DEBIAN_DESCRIPTORS = '/usr/share/qemu/firmware'
@@ -277,6 +278,15 @@ class TestDebianLayout(_TreeTest):
         fw = self.firmware('x86_64', 'uefi', Q35)
         self.assertEqual(('qcow2', 'qcow2'),
                          (fw.code_format, fw.variables_format))
+        # ... and the probe maps the flash in that format.
+        workdir = self.useFixture(fixtures.TempDir()).path
+        command = probe.qemu_command(
+            'x86_64', 'q35', fw, probe.probe_plan(1, 'x86_64', 'q35'),
+            os.devnull, workdir, 'tcg')
+        drives = [arg for arg in command if arg.startswith('if=pflash')]
+        self.assertEqual(2, len(drives))
+        for drive in drives:
+            self.assertIn('format=qcow2', drive)
 
 
 class TestBrokenHosts(_TreeTest):
