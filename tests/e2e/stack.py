@@ -158,8 +158,9 @@ class RealLibvirtStackTestBase(integrated_helpers._IntegratedTestBase):
         # stack, the daemon and its namespace are gone by then (and so
         # are the test's attributes: nova's TestCase clears them).
         self._daemons = []
+        self._leftovers = []
         self.addCleanup(self._assert_nothing_left, tap_devices(),
-                        self._daemons)
+                        self._daemons, self._leftovers)
         super().setUp()
 
     # -- services ---------------------------------------------------------
@@ -170,6 +171,10 @@ class RealLibvirtStackTestBase(integrated_helpers._IntegratedTestBase):
             libvirt_support.LibvirtDaemon(private_state=True,
                                           rootdir=HOST_TMP))
         self._daemons.append(self.libvirtd)
+        # Runs after the computes stopped, before the daemon stops (which
+        # would destroy what is left without a word).
+        self.addCleanup(self._record_domains_left, self.libvirtd,
+                        self._leftovers)
         self.useFixture(RealHost())
         self.workdir = self.libvirtd.workdir
         instances = os.path.join(self.workdir, 'instances')
@@ -294,8 +299,15 @@ class RealLibvirtStackTestBase(integrated_helpers._IntegratedTestBase):
 
     # -- cleanup ----------------------------------------------------------
 
-    def _assert_nothing_left(self, taps_before, daemons):
-        left = []
+    @staticmethod
+    def _record_domains_left(daemon, leftovers):
+        names = daemon.virsh('list', '--all', '--name',
+                             check=False).stdout.split()
+        if names:
+            leftovers.append(f'libvirt domains {names}')
+
+    def _assert_nothing_left(self, taps_before, daemons, leftovers):
+        left = list(leftovers)
         new_taps = sorted(set(tap_devices()) - set(taps_before))
         if new_taps:
             left.append(f'tap devices {new_taps}')
@@ -309,5 +321,11 @@ class RealLibvirtStackTestBase(integrated_helpers._IntegratedTestBase):
             for process in (daemon.process, daemon.logd):
                 if process.poll() is None:
                     left.append(f'{process.args} still running')
+            others = libvirt_support.processes_in(daemon.namespace)
+            if others:
+                left.append(f'processes {sorted(others)} keep the private '
+                            f'mount namespace (and its mounts) alive')
+            if os.path.exists(daemon.workdir):
+                left.append(f'work directory {daemon.workdir}')
         if left:
             self.fail('the end-to-end test left ' + ', '.join(left))

@@ -60,6 +60,15 @@ def capability_probes(namespace=None):
     return found
 
 
+def processes_in(namespace):
+    """PIDs of every process in mount namespace ``namespace``.
+
+    None left means the namespace, and every mount made in it, is gone.
+    """
+    return {int(entry) for entry in os.listdir('/proc')
+            if entry.isdigit() and mount_namespace(entry) == namespace}
+
+
 def qemu_processes(namespace):
     """PIDs of every QEMU process in mount namespace ``namespace``."""
     found = set()
