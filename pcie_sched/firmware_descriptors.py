@@ -31,10 +31,11 @@ SYSTEM_DIRS = (
     # The administrator's own or overriding descriptors.
     'etc/qemu/firmware',
 )
-#: Under ``$XDG_CONFIG_HOME`` (default ``~/.config``): the user's own,
-#: highest priority. libvirt's system daemon does not read it; the probe
-#: does, so a user running it can point it at a private build.
-USER_DIR = 'qemu/firmware'
+# Not read: QEMU's per-user directory ($XDG_CONFIG_HOME/qemu/firmware).
+# The firmware that counts is the one libvirt's system daemon gives nova's
+# guests, and it reads only the directories above; the probe and
+# nova-compute also run as different users, whose home directories would
+# make them measure and look up different builds.
 
 #: Flash formats QEMU maps and libvirt accepts from a descriptor.
 FLASH_FORMATS = ('raw', 'qcow2')
@@ -88,18 +89,9 @@ class Descriptor:
         return 'secure-boot' in self.features
 
 
-def search_dirs(root: str = '/',
-                environ: ty.Optional[ty.Mapping[str, str]] = None
-                ) -> ty.List[str]:
+def search_dirs(root: str = '/') -> ty.List[str]:
     """The descriptor directories, lowest priority first."""
-    environ = os.environ if environ is None else environ
-    dirs = [os.path.join(root, d) for d in SYSTEM_DIRS]
-    config = environ.get('XDG_CONFIG_HOME') or (
-        os.path.join(environ['HOME'], '.config') if environ.get('HOME')
-        else None)
-    if config:
-        dirs.append(os.path.join(root, config.lstrip('/'), USER_DIR))
-    return dirs
+    return [os.path.join(root, d) for d in SYSTEM_DIRS]
 
 
 def descriptor_files(dirs: ty.Sequence[str]) -> ty.List[str]:
@@ -215,9 +207,7 @@ def parse(path: str, root: str = '/') -> Descriptor:
                       frozenset(features))
 
 
-def load(root: str = '/',
-         environ: ty.Optional[ty.Mapping[str, str]] = None
-         ) -> ty.List[Descriptor]:
+def load(root: str = '/') -> ty.List[Descriptor]:
     """Every descriptor of the host, in the order they are tried.
 
     A corrupt descriptor is an error, not skipped: libvirt refuses to
@@ -225,7 +215,7 @@ def load(root: str = '/',
     build no guest gets.
     """
     return [parse(path, root)
-            for path in descriptor_files(search_dirs(root, environ))]
+            for path in descriptor_files(search_dirs(root))]
 
 
 def for_interface(descriptors: ty.Iterable[Descriptor], arch: str,

@@ -9,6 +9,8 @@ file paths Debian uses (:data:`FIRMWARE_FILES`). Every lookup takes a
 directory.
 """
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import os
@@ -95,12 +97,37 @@ def host_arch() -> str:
     return {'amd64': 'x86_64', 'arm64': 'aarch64'}.get(machine, machine)
 
 
+#: Emulators named by someone who asked libvirt (the CLI, with nova's
+#: ``connection_uri``): arch -> path, seen only in the context that set
+#: it (a new thread starts without), so it never leaks into a service.
+_EMULATORS: contextvars.ContextVar = contextvars.ContextVar(
+    'pcie_sched_emulators', default={})
+
+
+@contextlib.contextmanager
+def emulator_for(arch: str, path: str):
+    """Within the block, :func:`qemu_binary` answers ``path`` for ``arch``.
+
+    For the emulator libvirt runs (its domain capabilities' ``<path>``),
+    wherever that is: the probe then boots the binary nova's guests get.
+    """
+    token = _EMULATORS.set({**_EMULATORS.get(), arch: path})
+    try:
+        yield
+    finally:
+        _EMULATORS.reset(token)
+
+
 def qemu_binary(arch: str, root: str = '/') -> str:
     """The emulator for ``arch``: the first of :data:`QEMU_CANDIDATES`.
 
     Under a ``root`` other than ``/``, ``PATH``'s directories are taken
-    relative to it.
+    relative to it. Inside :func:`emulator_for`, the emulator given there
+    (for the real root only).
     """
+    chosen = _EMULATORS.get().get(arch) if root == '/' else None
+    if chosen is not None:
+        return chosen
     try:
         candidates = QEMU_CANDIDATES[arch]
     except KeyError:
@@ -217,8 +244,7 @@ def _run_qemu_version(binary: str) -> ty.Tuple[str, ty.Tuple[int, int]]:
 
 
 def firmware(arch: str, choice: str, machine: ty.Optional[str] = None, *,
-             secure_boot: bool = False, root: str = '/',
-             environ: ty.Optional[ty.Mapping[str, str]] = None) -> Firmware:
+             secure_boot: bool = False, root: str = '/') -> Firmware:
     """Resolve ``uefi``, ``bios`` or a path to a firmware code file.
 
     ``uefi`` and ``bios`` are the build a guest of ``machine`` (default:
@@ -229,15 +255,14 @@ def firmware(arch: str, choice: str, machine: ty.Optional[str] = None, *,
     firmware of that kind for ``arch`` at all.
     """
     if choice in ('uefi', 'bios'):
-        found = _from_descriptors(arch, choice, machine, secure_boot, root,
-                                  environ)
+        found = _from_descriptors(arch, choice, machine, secure_boot, root)
         if found is not None:
             return found
         if secure_boot:
             raise HostError(
                 f'no firmware descriptor describes a Secure Boot build '
                 f'for arch={arch} (searched '
-                f'{", ".join(firmware_descriptors.search_dirs(root, environ))}'
+                f'{", ".join(firmware_descriptors.search_dirs(root))}'
                 f'); accepted: install one (Debian: ovmf, RHEL family: '
                 f'edk2-ovmf) or a path to a firmware code file')
         try:
@@ -277,7 +302,7 @@ def firmware(arch: str, choice: str, machine: ty.Optional[str] = None, *,
     return Firmware('bios', path, None)
 
 
-def _from_descriptors(arch, kind, machine, secure_boot, root, environ
+def _from_descriptors(arch, kind, machine, secure_boot, root
                       ) -> ty.Optional[Firmware]:
     """The descriptors' answer for a ``kind`` firmware.
 
@@ -287,7 +312,7 @@ def _from_descriptors(arch, kind, machine, secure_boot, root, environ
     unresolved = ''
     try:
         descriptors = firmware_descriptors.for_interface(
-            firmware_descriptors.load(root, environ), arch, kind)
+            firmware_descriptors.load(root), arch, kind)
         if not descriptors:
             return None
         # The type only: a probe machine may carry options
@@ -304,7 +329,7 @@ def _from_descriptors(arch, kind, machine, secure_boot, root, environ
                               f'{exc})')
         chosen = firmware_descriptors.select(
             descriptors, arch, machine, kind, secure_boot,
-            firmware_descriptors.search_dirs(root, environ))
+            firmware_descriptors.search_dirs(root))
     except firmware_descriptors.DescriptorError as exc:
         raise HostError(f'{exc}{unresolved}') from exc
     return Firmware(kind, chosen.code, chosen.variables, chosen.code_format,

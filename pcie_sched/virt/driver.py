@@ -150,7 +150,8 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
         # domain had (hard reboot, power on) the ports they had there.
         domain = etree.fromstring(xml)
         devices.pin_endpoints(
-            domain, self._host.get_capabilities().host.cpu.arch,
+            domain, domain.find('os/type').get('arch') or
+            self._host.get_capabilities().host.cpu.arch,
             devices.previous_ports(kwargs.get('old_guest')),
             CONF.pcie_sched_compute.hotplug_on_cold_plugged_ports)
         return etree.tostring(domain, pretty_print=True).decode()
@@ -167,7 +168,9 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
         return refused
 
     def _apply_plan(self, guest, instance, requested: int) -> None:
-        arch = self._host.get_capabilities().host.cpu.arch
+        # The guest's architecture: nova emulates another one for images
+        # with hw_emulation_architecture.
+        arch = guest.os_arch or self._host.get_capabilities().host.cpu.arch
         machine = guest.os_mach_type or ''
         try:
             capacity.parse_machine(arch, machine)

@@ -86,12 +86,10 @@ class _TreeTest(testtools.TestCase):
         _need_real_files(self, QEMU_X86, os.path.join(OVMF,
                                                       'OVMF_CODE_4M.fd'))
         self.tree = HostTree(self.useFixture(fixtures.TempDir()).path)
-        # No user directory unless a test sets one up.
-        self.environ = {}
 
     def firmware(self, *args, **kwargs):
         return hostinfo.firmware(*args, root=self.tree.root,
-                                 environ=self.environ, **kwargs)
+                                 **kwargs)
 
     def debian_tree(self):
         """Debian 12's own descriptors and OVMF files.
@@ -209,7 +207,7 @@ class TestDebianLayout(_TreeTest):
         self.assertNotIn('secure-boot', plain.features)
 
     def test_candidates_in_file_name_order(self):
-        descriptors = fd.load(self.tree.root, self.environ)
+        descriptors = fd.load(self.tree.root)
         names = [d.name for d in fd.candidates(descriptors, 'x86_64', Q35)]
         self.assertEqual(['40-edk2-x86_64-secure-enrolled.json',
                           '50-edk2-x86_64-secure.json',
@@ -247,22 +245,21 @@ class TestDebianLayout(_TreeTest):
         self.assertEqual(self.tree.path('opt/fw/CODE.fd'),
                          self.firmware('x86_64', 'uefi', Q35).code)
 
-    def test_user_directory_comes_last_and_wins(self):
+    def test_user_directory_is_not_read(self):
+        # libvirt's system daemon reads only the system directories, and
+        # the probe and nova-compute run as different users.
         self.tree.copy(f'{OVMF}/OVMF_CODE.fd', 'home/u/fw/CODE.fd')
         self.tree.copy(f'{OVMF}/OVMF_VARS.fd', 'home/u/fw/VARS.fd')
         self.tree.descriptor('home/u/.config/qemu/firmware/'
-                             '60-edk2-x86_64.json',
+                             '10-edk2-x86_64.json',
                              '/home/u/fw/CODE.fd', '/home/u/fw/VARS.fd')
-        self.environ = {'HOME': '/home/u'}
-        self.assertEqual(self.tree.path('home/u/fw/CODE.fd'),
-                         self.firmware('x86_64', 'uefi', Q35).code)
+        with fixtures.EnvironmentVariable('HOME', self.tree.path('home/u')):
+            self.assertNotEqual(self.tree.path('home/u/fw/CODE.fd'),
+                                self.firmware('x86_64', 'uefi', Q35).code)
         self.assertEqual(
-            self.tree.path('home/u/.config/qemu/firmware'),
-            fd.search_dirs(self.tree.root, {'HOME': '/home/u'})[-1])
-        self.assertEqual(
-            self.tree.path('xdg/qemu/firmware'),
-            fd.search_dirs(self.tree.root, {'HOME': '/home/u',
-                                            'XDG_CONFIG_HOME': '/xdg'})[-1])
+            [self.tree.path('usr/share/qemu/firmware'),
+             self.tree.path('etc/qemu/firmware')],
+            fd.search_dirs(self.tree.root))
 
     def test_missing_file_skips_to_the_next_build(self):
         os.unlink(self.tree.path('usr/share/OVMF/OVMF_CODE_4M.ms.fd'))
@@ -321,7 +318,7 @@ class TestBrokenHosts(_TreeTest):
                                           'mapping': {'device': 'flash'},
                                           'targets': [], 'features': []}))
         error = str(self.assertRaises(fd.DescriptorError, fd.load,
-                                      self.tree.root, self.environ))
+                                      self.tree.root))
         self.assertIn(bad, error)
         self.assertIn('mapping.executable', error)
 
