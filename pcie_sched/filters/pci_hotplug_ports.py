@@ -142,7 +142,8 @@ class PciHotplugPortsFilter(filters.BaseHostFilter):
                         # "accept" a ceiling may still reject it, below.)
                         unpublished.append(host_state)
                         continue
-                except Exception:  # the full path logs it
+                # The full path below reads the host again and logs why.
+                except Exception:  # nosec B110
                     pass
             try:
                 max_ports, source = published_of(host_state)
@@ -281,7 +282,8 @@ def _read_deprecated_options() -> None:
     for name in pcie_conf.pcie_sched.IGNORED_OPTS:
         try:
             getattr(CONF.pcie_sched, name)
-        except Exception:  # a malformed value is as ignored as a good one
+        # A malformed value is as ignored as a good one.
+        except Exception:  # nosec B110
             pass
 
 
