@@ -475,18 +475,21 @@ def _stop(process) -> None:
         process.wait()
 
 
-def model_capacity(arch: str, machine: str, firmware: str
+def model_capacity(arch: str, machine: str, firmware: str,
+                   qemu_version: ty.Optional[ty.Tuple[int, int]] = None
                    ) -> capacity.Capacity:
     """The model's answer for this host's QEMU version and firmware kind.
 
-    Raises :class:`ProbeError` when QEMU or the firmware is missing (the
-    message names the Debian package) and
+    ``qemu_version``: when known otherwise (from libvirt), QEMU is not
+    run to ask it. Raises :class:`ProbeError` when QEMU or the firmware
+    is missing (the message names the Debian package) and
     :class:`pcie_sched.capacity.UnsupportedMachine` for a machine the
     model does not know.
     """
     try:
         fw = hostinfo.firmware(arch, firmware, machine)
-        _, version = hostinfo.qemu_version(hostinfo.qemu_binary(arch))
+        version = qemu_version or hostinfo.qemu_version(
+            hostinfo.qemu_binary(arch))[1]
     except hostinfo.HostError as exc:
         raise ProbeError(str(exc)) from exc
     return capacity.estimate(topology.machine_profile(arch, machine, fw.kind,

@@ -3,8 +3,11 @@
 import time
 import typing as ty
 
+from oslo_config import cfg
+
 from pcie_sched import capacity
 from pcie_sched.cmd import capacity as capacity_cmd
+from pcie_sched.cmd import host as host_cmd
 from pcie_sched.cmd import output
 from pcie_sched.cmd import probe as probe_cmd
 from pcie_sched import conf
@@ -59,6 +62,45 @@ def _out_of_range(args) -> ty.Optional[str]:
     return None
 
 
+def _measure(args, report, facts, machine, needed, cold, directory):
+    """The model, the cache and the boots, into ``report``; the model.
+
+    The model gets libvirt's canonical machine type and QEMU version when
+    libvirt answered; the boots and the cache use the machine as given,
+    like nova-compute's driver, whose cache lookups must find them.
+    """
+    model = probe.model_capacity(args.arch, facts.model_machine,
+                                 args.firmware, facts.qemu_version
+                                 if facts.source == host_cmd.LIBVIRT
+                                 else None)
+    report['model'] = model.to_dict()
+    # What nova-compute would report from this cache, and whether an
+    # upgrade left only measurements of other binaries behind.
+    cached = probe.load_cached(args.arch, machine, args.firmware,
+                               directory)
+    report['measured_max'] = None if cached is None else cached.max_ports
+    report['stale_measurements'] = (
+        [] if cached is not None else probe.stale_measurements(
+            args.arch, machine, args.firmware, directory))
+    guest = None
+    if args.vcpus is not None and args.arch == 'x86_64':
+        from pcie_sched import host_capacity
+        guest = host_capacity.guest_vector_limit(args.vcpus, cold)
+    report['guest_limit'] = guest
+    if needed > model.max_ports:
+        report['boot'] = None
+    else:
+        report['boot'] = probe.boot(
+            args.arch, machine, args.firmware, needed,
+            cache_dir=directory,
+            **probe_cmd.boot_options(args)).to_dict()
+    if args.find_max:
+        report['find_max'] = probe.find_max(
+            args.arch, machine, args.firmware, cache_dir=directory,
+            **probe_cmd.boot_options(args)).to_dict()
+    return model
+
+
 def run(args) -> int:
     problem = _out_of_range(args)
     if problem:
@@ -66,43 +108,28 @@ def run(args) -> int:
         return 2
     probe_cmd.terminate_as_interrupt()
     started = time.monotonic()
-    machine = args.machine or capacity_cmd.default_machine(args.arch)
+    try:
+        machine, machine_source = host_cmd.machine_and_source(
+            args, capacity_cmd.default_machine(args.arch))
+    except (cfg.Error, ValueError) as exc:
+        output.error(f'{exc}; accepted: readable oslo.config files '
+                     f'(--config-file, --config-dir) with valid values')
+        return 2
+    facts = host_cmd.discover(args, machine)
     cold = (args.cold_plugged if args.cold_plugged is not None else
             default_cold_plugged())
     needed = args.ports + cold
     report = {'arch': args.arch, 'machine': machine,
               'firmware': args.firmware, 'free_ports': args.ports,
               'cold_plugged_ports': cold, 'root_ports_needed': needed,
-              'vcpus': args.vcpus}
+              'vcpus': args.vcpus, 'machine_source': machine_source}
+    report.update(facts.report())
     directory = probe_cmd.cache_dir(args)
     report['cache_dir'] = directory
     try:
-        model = probe.model_capacity(args.arch, machine, args.firmware)
-        report['model'] = model.to_dict()
-        # What nova-compute would report from this cache, and whether an
-        # upgrade left only measurements of other binaries behind.
-        cached = probe.load_cached(args.arch, machine, args.firmware,
-                                   directory)
-        report['measured_max'] = None if cached is None else cached.max_ports
-        report['stale_measurements'] = (
-            [] if cached is not None else probe.stale_measurements(
-                args.arch, machine, args.firmware, directory))
-        guest = None
-        if args.vcpus is not None and args.arch == 'x86_64':
-            from pcie_sched import host_capacity
-            guest = host_capacity.guest_vector_limit(args.vcpus, cold)
-        report['guest_limit'] = guest
-        if needed > model.max_ports:
-            report['boot'] = None
-        else:
-            report['boot'] = probe.boot(
-                args.arch, machine, args.firmware, needed,
-                cache_dir=directory,
-                **probe_cmd.boot_options(args)).to_dict()
-        if args.find_max:
-            report['find_max'] = probe.find_max(
-                args.arch, machine, args.firmware, cache_dir=directory,
-                **probe_cmd.boot_options(args)).to_dict()
+        with facts.emulator_used(args.arch):
+            model = _measure(args, report, facts, machine, needed, cold,
+                             directory)
     except (probe.ProbeError, capacity.UnsupportedMachine) as exc:
         output.error(str(exc))
         return 2
@@ -140,6 +167,7 @@ def _print(report, model) -> None:
     print(f"  root ports needed: {report['root_ports_needed']} "
           f"({report['free_ports']} free + {report['cold_plugged_ports']} "
           f"for cold-plugged devices)")
+    print(f"  {report['host_note']}")
     print(f"  model: at most {model.max_ports}, limited by "
           f"{model.limited_by} ({model.budgets[model.limited_by].detail})")
     if report['guest_limit'] is not None:

@@ -6,8 +6,11 @@ import os
 import signal
 import sys
 
+from oslo_config import cfg
+
 from pcie_sched.cmd import arguments
 from pcie_sched.cmd import capacity as capacity_cmd
+from pcie_sched.cmd import host as host_cmd
 from pcie_sched.cmd import output
 from pcie_sched import conf
 from pcie_sched.conf import probe as probe_conf
@@ -142,22 +145,35 @@ def terminate_as_interrupt() -> None:
         signal.signal(signum, handler)
 
 
+def _run(args, machine, directory, progress):
+    """The boot or the search; machine as given (nova's cache key)."""
+    if args.find_max:
+        return probe.find_max(
+            args.arch, machine, args.firmware, strategy=args.strategy,
+            use_cache=not args.no_cache, cache_dir=directory,
+            progress=progress, **boot_options(args))
+    return probe.boot(args.arch, machine, args.firmware, args.ports,
+                      cache_dir=directory, **boot_options(args))
+
+
 def run(args) -> int:
     terminate_as_interrupt()
-    machine = args.machine or capacity_cmd.default_machine(args.arch)
+    try:
+        machine, machine_source = host_cmd.machine_and_source(
+            args, capacity_cmd.default_machine(args.arch))
+    except (cfg.Error, ValueError) as exc:
+        output.error(f'{exc}; accepted: readable oslo.config files '
+                     f'(--config-file, --config-dir) with valid values')
+        return 2
+    facts = host_cmd.discover(args, machine)
     progress = (None if args.format == 'json' else
                 lambda message: print(message, file=sys.stderr, flush=True))
+    if progress:
+        progress(f'pcie-sched: {facts.note}')
     directory = cache_dir(args)
     try:
-        if args.find_max:
-            result = probe.find_max(
-                args.arch, machine, args.firmware, strategy=args.strategy,
-                use_cache=not args.no_cache, cache_dir=directory,
-                progress=progress, **boot_options(args))
-        else:
-            result = probe.boot(args.arch, machine, args.firmware,
-                                args.ports, cache_dir=directory,
-                                **boot_options(args))
+        with facts.emulator_used(args.arch):
+            result = _run(args, machine, directory, progress)
     except probe.ProbeError as exc:
         output.error(str(exc))
         return 2
@@ -165,6 +181,8 @@ def run(args) -> int:
         document = result.to_dict()
         if args.find_max:
             document['cache_dir'] = directory
+        document['machine_source'] = machine_source
+        document.update(facts.report())
         output.emit_json(document)
     elif args.find_max:
         print(f'{args.arch} {machine} {args.firmware}: at most '

@@ -10,6 +10,7 @@ from oslo_config import cfg
 from pcie_sched import capacity
 from pcie_sched.cmd import arguments
 from pcie_sched.cmd import capacity as capacity_cmd
+from pcie_sched.cmd import host as host_cmd
 from pcie_sched.cmd import output
 from pcie_sched import conf
 from pcie_sched import placement
@@ -63,35 +64,8 @@ def _host_arch() -> str:
     return arch if arch in capacity.ARCHES else 'x86_64'
 
 
-#: nova's option, declared the same way (a ListOpt of ``arch=machine``).
-#: It is read through a ConfigOpts of its own, never registered on the
-#: global cfg.CONF: nova (imported in the same process by the driver and
-#: the tests) registers its own there and refuses a different duplicate,
-#: and the CLI must not need nova installed.
-_HW_MACHINE_TYPE = cfg.ListOpt('hw_machine_type')
-
-
-def nova_machine_type(sources: ty.Sequence[str],
-                      arch: str) -> ty.Optional[str]:
-    """``arch``'s entry in ``[libvirt] hw_machine_type``, or None.
-
-    Read from the same ``--config-file``/``--config-dir`` sources as the
-    other options, and matched exactly as nova's
-    ``libvirt.utils.get_default_machine_type`` does: the first
-    ``arch=machine`` entry for ``arch`` wins, entries without a machine
-    are skipped.
-    """
-    if not sources:
-        return None
-    loaded = cfg.ConfigOpts()
-    loaded.register_opt(_HW_MACHINE_TYPE, group='libvirt')
-    loaded(list(sources), project=None, prog='pcie-sched',
-           default_config_files=[], default_config_dirs=[], use_env=False)
-    for mapping in loaded.libvirt.hw_machine_type or ():
-        host_arch, _, machine_type = mapping.partition('=')
-        if machine_type and host_arch == arch:
-            return machine_type
-    return None
+#: One reader of nova's ``[libvirt]`` options for every command.
+nova_machine_type = host_cmd.nova_machine_type
 
 
 def machine_and_firmware(args) -> ty.Tuple[str, str, str, str]:
@@ -104,24 +78,18 @@ def machine_and_firmware(args) -> ty.Tuple[str, str, str, str]:
     traits. Sources: ``option``, ``config`` (the config files read) or
     ``default``.
     """
-    if args.machine:
-        machine, machine_source = args.machine, 'option'
-    else:
-        machine = nova_machine_type(args.config_sources, args.arch)
-        machine_source = 'config'
-        if machine is None:
-            machine = capacity_cmd.default_machine(args.arch)
-            machine_source = 'default'
-            if args.config_sources and args.arch == 'x86_64':
-                # nova's own default for x86_64 is 'pc', for which the
-                # driver reports no capacity and removes these traits.
-                print(f'pcie-sched: warning: no {args.arch} entry in '
-                      f'[libvirt] hw_machine_type in the config files '
-                      f'read; publishing for {machine}, but the compute '
-                      f'driver would use nova\'s default machine type '
-                      f'(pc), report no capacity and remove these traits; '
-                      f'accepted: hw_machine_type = x86_64=q35 in '
-                      f'nova-compute\'s nova.conf', file=sys.stderr)
+    machine, machine_source = host_cmd.machine_and_source(
+        args, capacity_cmd.default_machine(args.arch))
+    if (machine_source == 'default' and args.config_sources and
+            args.arch == 'x86_64'):
+        # nova's own default for x86_64 is 'pc', for which the driver
+        # reports no capacity and removes these traits.
+        print(f'pcie-sched: warning: no {args.arch} entry in [libvirt] '
+              f'hw_machine_type in the config files read; publishing for '
+              f'{machine}, but the compute driver would use nova\'s '
+              f'default machine type (pc), report no capacity and remove '
+              f'these traits; accepted: hw_machine_type = x86_64=q35 in '
+              f'nova-compute\'s nova.conf', file=sys.stderr)
     if args.firmware:
         firmware, firmware_source = args.firmware, 'option'
     else:
@@ -133,23 +101,34 @@ def machine_and_firmware(args) -> ty.Tuple[str, str, str, str]:
     return machine, machine_source, firmware, firmware_source
 
 
-def host_capacity_and_source(arch: str, machine: str, firmware: str):
+def host_capacity_and_source(arch: str, machine: str, firmware: str,
+                             facts: ty.Optional[host_cmd.HostFacts] = None):
     """(max ports, where from), in the order nova-compute's driver uses.
 
     The driver rewrites these traits on every resource update, so what
     this command publishes must be what the driver would: the operator's
     ``[pcie_sched_compute] max_ports_override``, then the cached probe
-    result, then the model.
+    result, then the model. ``facts``: what libvirt said (the model then
+    gets its canonical machine type and QEMU version, the cache lookup
+    its emulator).
     """
     override = conf.CONF.pcie_sched_compute.max_ports_override
     if override is not None:
         return override, 'override'
-    # The driver's lookup; run() says itself when only stale ones exist.
-    measured = probe.load_cached_max(arch, machine, firmware,
-                                     warn_stale=False)
-    if measured is not None:
-        return measured, 'measured'
-    return probe.model_capacity(arch, machine, firmware).max_ports, 'model'
+    if facts is None:
+        facts = host_cmd.HostFacts(host_cmd.LOCAL, '', machine,
+                                   model_machine=machine)
+    with facts.emulator_used(arch):
+        # The driver's lookup; run() says itself when only stale ones
+        # exist.
+        measured = probe.load_cached_max(arch, machine, firmware,
+                                         warn_stale=False)
+        if measured is not None:
+            return measured, 'measured'
+        version = (facts.qemu_version if facts.source == host_cmd.LIBVIRT
+                   else None)
+        return probe.model_capacity(arch, facts.model_machine, firmware,
+                                    version).max_ports, 'model'
 
 
 def run(args) -> int:
@@ -161,17 +140,21 @@ def run(args) -> int:
         output.error(f'{exc}; accepted: readable oslo.config files '
                      f'(--config-file, --config-dir) with valid values')
         return 2
+    facts = host_cmd.discover(args, machine)
+    if args.format != 'json':
+        print(f'pcie-sched: {facts.note}', file=sys.stderr)
     try:
         if args.max_ports is not None:
             max_ports, source = args.max_ports, 'option'
         else:
             max_ports, source = host_capacity_and_source(
-                args.arch, machine, firmware)
+                args.arch, machine, firmware, facts)
         placement.traits_for_capacity(max_ports)
         # Measurements an upgrade of QEMU or the firmware made unusable:
         # the capacity fell back to the model without anything saying so.
-        stale = (probe.stale_measurements(args.arch, machine, firmware)
-                 if source == 'model' else [])
+        with facts.emulator_used(args.arch):
+            stale = (probe.stale_measurements(args.arch, machine, firmware)
+                     if source == 'model' else [])
     except capacity.UnsupportedMachine as exc:
         # A machine type or firmware the model cannot judge, from the
         # options or the config files: nothing is published.
@@ -207,6 +190,7 @@ def run(args) -> int:
     summary['machine_source'] = machine_source
     summary['firmware'] = firmware
     summary['firmware_source'] = firmware_source
+    summary.update(facts.report())
     if args.format == 'json':
         output.emit_json(summary)
     else:
