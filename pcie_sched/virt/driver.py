@@ -205,14 +205,14 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
                        f'{len(cold)} cold-plugged, {needed} root ports; a '
                        f'guest with {vcpus} vCPU(s) runs out of interrupt '
                        f'vectors above {guest_limit}')
-        firmware = _firmware_kind(guest)
-        limit = self.pci_hotplug_ports_max(arch, machine, firmware)
+        firmware_kind = _firmware_kind(guest)
+        limit = self.pci_hotplug_ports_max(arch, machine, firmware_kind)
         if needed > limit:
             raise HotplugPortsUnavailable(
                 instance_uuid=instance.uuid,
                 reason=f'{_spec_key(instance)}={requested} needs {needed} '
                        f'root ports ({len(cold)} cold-plugged), {arch} '
-                       f'{machine} {firmware} on this host boots at most '
+                       f'{machine} {firmware_kind} on this host boots at most '
                        f'{limit}: accepted 0 to '
                        f'{max(limit - len(cold), 0)}')
         try:

@@ -75,50 +75,6 @@ irqs() {{
 echo "{USERSPACE_MARKER} uptime=$(cut -d' ' -f1 /proc/uptime) \\
 pci_devices=$(ls /sys/bus/pci/devices | wc -l) $(irqs)"
 grep -q pcie_sched_dump_irqs /proc/cmdline && cat /proc/interrupts
-expect=$(sed -n 's/.*pcie_sched_expect=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
-if [ -n "$expect" ]; then
-    waited=0
-    while [ "$(grep -l 0x1af4 /sys/bus/pci/devices/*/vendor | wc -l)" \\
-            -lt "$expect" ] && [ $waited -lt 900 ]; do
-        sleep 1; waited=$((waited + 1))
-    done
-    # Drivers bind and take their vectors after a device appears: wait
-    # until every virtio device has a driver and no vector was added for
-    # a second (at most 60 s), rather than for a fixed time.
-    last=none
-    settled=0
-    while [ $settled -lt 60 ]; do
-        unbound=0
-        vectors=0
-        for dev in /sys/bus/pci/devices/*; do
-            [ "$(cat $dev/vendor)" = 0x1af4 ] || continue
-            [ -e $dev/driver ] || unbound=$((unbound + 1))
-            [ -d $dev/msi_irqs ] && \
-                vectors=$((vectors + $(ls $dev/msi_irqs | wc -l)))
-        done
-        [ ! -s /modules ] && break
-        [ $unbound -eq 0 ] && [ "$vectors" = "$last" ] && break
-        last=$vectors
-        sleep 1; settled=$((settled + 1))
-    done
-    for dev in /sys/bus/pci/devices/*; do
-        [ "$(cat $dev/vendor)" = 0x1af4 ] || continue
-        state=BARS-OK
-        while read start end flags; do
-            if [ "$flags" != 0x0000000000000000 ] && \\
-                    [ "$start" = 0x0000000000000000 ]; then
-                state=BARS-MISSING
-            fi
-        done < $dev/resource
-        driver=none
-        [ -e $dev/driver ] && driver=$(basename $(readlink $dev/driver))
-        vectors=0
-        [ -d $dev/msi_irqs ] && vectors=$(ls $dev/msi_irqs | wc -l)
-        echo "HOTPLUGGED $(basename $dev) $state driver=$driver" \\
-            "vectors=$vectors"
-    done
-    echo "PCIE-SCHED-REPORT-DONE $(irqs)"
-fi
 virtio_state() {{
     for dev in /sys/bus/pci/devices/*; do
         [ "$(cat $dev/vendor)" = 0x1af4 ] || continue
@@ -145,6 +101,35 @@ virtio_state() {{
             "virtio_driver=$function vectors=$vectors mac=$mac"
     done
 }}
+expect=$(sed -n 's/.*pcie_sched_expect=\\([0-9]*\\).*/\\1/p' /proc/cmdline)
+if [ -n "$expect" ]; then
+    waited=0
+    while [ "$(grep -l 0x1af4 /sys/bus/pci/devices/*/vendor | wc -l)" \\
+            -lt "$expect" ] && [ $waited -lt 900 ]; do
+        sleep 1; waited=$((waited + 1))
+    done
+    # Drivers bind and take their vectors after a device appears: wait
+    # until every virtio device has a driver and no vector was added for
+    # a second (at most 60 s), rather than for a fixed time.
+    last=none
+    settled=0
+    while [ $settled -lt 60 ]; do
+        unbound=0
+        vectors=0
+        for dev in /sys/bus/pci/devices/*; do
+            [ "$(cat $dev/vendor)" = 0x1af4 ] || continue
+            [ -e $dev/driver ] || unbound=$((unbound + 1))
+            [ -d $dev/msi_irqs ] && \
+                vectors=$((vectors + $(ls $dev/msi_irqs | wc -l)))
+        done
+        [ ! -s /modules ] && break
+        [ $unbound -eq 0 ] && [ "$vectors" = "$last" ] && break
+        last=$vectors
+        sleep 1; settled=$((settled + 1))
+    done
+    virtio_state | sed 's/^DEVICE /HOTPLUGGED /'
+    echo "PCIE-SCHED-REPORT-DONE $(irqs)"
+fi
 if grep -q pcie_sched_watch /proc/cmdline; then
     printed=""
     previous=""
@@ -475,7 +460,8 @@ def _parse(console, ports, vcpus, seconds, arch):
     devices = {
         address: Device(bars, driver, int(vectors))
         for address, bars, driver, vectors in re.findall(
-            r'HOTPLUGGED (\S+) (BARS-\w+) driver=(\S+) vectors=(\d+)',
+            r'HOTPLUGGED (\S+) (BARS-\w+) driver=(\S+) virtio_driver=\S+ '
+            r'vectors=(\d+)',
             console)}
     return GuestBoot(
         ports, vcpus, bool(match), round(seconds, 1),

@@ -38,6 +38,18 @@ def mount_namespace(pid):
         return None
 
 
+def _processes():
+    """(pid, command line) of every process that can still be read."""
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/cmdline', 'rb') as handle:
+                yield int(entry), handle.read()
+        except OSError:
+            continue
+
+
 def capability_probes(namespace=None):
     """PIDs of QEMU processes libvirtd started to read capabilities.
 
@@ -45,19 +57,9 @@ def capability_probes(namespace=None):
         :func:`mount_namespace`): a private daemon's probes, not those of
         another test's daemon running at the same time.
     """
-    found = set()
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/cmdline', 'rb') as handle:
-                cmdline = handle.read()
-        except OSError:
-            continue
-        if b'qemu-system' in cmdline and CAPABILITY_PROBE_DIR in cmdline:
-            if namespace is None or mount_namespace(entry) == namespace:
-                found.add(int(entry))
-    return found
+    return {pid for pid, cmdline in _processes()
+            if b'qemu-system' in cmdline and CAPABILITY_PROBE_DIR in cmdline
+            and (namespace is None or mount_namespace(pid) == namespace)}
 
 
 def processes_in(namespace):
@@ -65,24 +67,14 @@ def processes_in(namespace):
 
     None left means the namespace, and every mount made in it, is gone.
     """
-    return {int(entry) for entry in os.listdir('/proc')
-            if entry.isdigit() and mount_namespace(entry) == namespace}
+    return {pid for pid, _ in _processes()
+            if mount_namespace(pid) == namespace}
 
 
 def qemu_processes(namespace):
     """PIDs of every QEMU process in mount namespace ``namespace``."""
-    found = set()
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/cmdline', 'rb') as handle:
-                cmdline = handle.read()
-        except OSError:
-            continue
-        if b'qemu-system' in cmdline and mount_namespace(entry) == namespace:
-            found.add(int(entry))
-    return found
+    return {pid for pid, cmdline in _processes()
+            if b'qemu-system' in cmdline and mount_namespace(pid) == namespace}
 
 
 #: Where libvirtd and virtlogd keep their state. A daemon with
