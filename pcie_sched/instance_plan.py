@@ -24,6 +24,14 @@ gives the same total:
     an existing guest's devices (KubeVirt found Windows guests take disks
     offline when addresses move).
 
+``pcie_sched_port_<device>``
+    the root port each PCIe endpoint sits on (``<device>`` as
+    :func:`pcie_sched.virt.devices.cold_plugged_devices` names it:
+    ``nic-<mac>``, ``disk-vdb``, ``rng``, ...), written at every build and
+    after every hot-plug, so a build on another host (cold migration,
+    resize, evacuation), where nova hands the driver no previous domain,
+    puts every device back on its port.
+
 nova stores system metadata values as strings of at most 255 characters;
 these are small whole numbers.
 """
@@ -34,6 +42,7 @@ import typing as ty
 ROOT_PORTS_KEY = 'pcie_sched_root_ports'
 REQUESTED_KEY = 'pcie_sched_requested'
 LAYOUT_KEY = 'pcie_sched_layout'
+PORT_KEY_PREFIX = 'pcie_sched_port_'
 
 #: The layout :func:`pcie_sched.topology.plan` renders today: ports packed
 #: eight to a root bus slot from slot 2 (q35) or 1 (virt), cold-plugged
@@ -95,7 +104,30 @@ def from_system_metadata(metadata: ty.Optional[ty.Mapping[str, ty.Any]]
     return RecordedPlan(root_ports, requested, layout)
 
 
+def recorded_ports(metadata: ty.Optional[ty.Mapping[str, ty.Any]]
+                   ) -> ty.Dict[str, int]:
+    """{device name: root port} as last recorded."""
+    found = {}
+    for key in list(metadata or ()):
+        if key.startswith(PORT_KEY_PREFIX):
+            port = _whole(metadata, key)
+            if port is not None:
+                found[key[len(PORT_KEY_PREFIX):]] = port
+    return found
+
+
+def record_ports(metadata: ty.MutableMapping[str, ty.Any],
+                 ports: ty.Mapping[str, int]) -> None:
+    """Replace the recorded device ports with ``ports``."""
+    for key in [key for key in metadata if key.startswith(PORT_KEY_PREFIX)]:
+        if key[len(PORT_KEY_PREFIX):] not in ports:
+            del metadata[key]
+    for name, port in ports.items():
+        metadata[PORT_KEY_PREFIX + name] = str(port)
+
+
 def clear(metadata: ty.MutableMapping[str, ty.Any]) -> None:
     """Forget the recorded plan (the instance no longer asks for ports)."""
     for key in (ROOT_PORTS_KEY, REQUESTED_KEY, LAYOUT_KEY):
         metadata.pop(key, None)
+    record_ports(metadata, {})

@@ -148,6 +148,20 @@ def port_usage(domain) -> PortUsage:
     return PortUsage(len(ports), len(used & set(ports)), free)
 
 
+def endpoint_ports(domain, arch: str) -> ty.Dict[str, int]:
+    """{endpoint name: root port} of a domain libvirt has addressed."""
+    ports = _root_ports(domain)
+    found = {}
+    for element in domain.find('devices'):
+        name = _endpoint_name(element, arch)
+        address = element.find("address[@type='pci']")
+        if name is not None and address is not None:
+            bus = int(address.get('bus'), 16)
+            if bus in ports:
+                found[name] = bus
+    return found
+
+
 def previous_ports(old_guest) -> ty.Dict[str, int]:
     """{endpoint name: root port} from the guest's previous domain.
 

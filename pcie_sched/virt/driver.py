@@ -146,15 +146,22 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
         xml = super()._get_guest_xml(context, instance, *args, **kwargs)
         if instance_plan.ROOT_PORTS_KEY not in instance.system_metadata:
             return xml
-        # Every endpoint gets an explicit port, the devices the previous
-        # domain had (hard reboot, power on) the ports they had there.
+        # Every endpoint gets an explicit port: the port it had, from the
+        # previous domain where nova passes it (hard reboot, power on),
+        # else as recorded (a build on another host), else the lowest
+        # left.
         domain = etree.fromstring(xml)
-        devices.pin_endpoints(
-            domain, domain.find('os/type').get('arch') or
-            self._host.get_capabilities().host.cpu.arch,
-            devices.previous_ports(kwargs.get('old_guest')),
+        previous = instance_plan.recorded_ports(instance.system_metadata)
+        previous.update(devices.previous_ports(kwargs.get('old_guest')))
+        assigned = devices.pin_endpoints(
+            domain, self._guest_arch(domain), previous,
             CONF.pcie_sched_compute.hotplug_on_cold_plugged_ports)
+        instance_plan.record_ports(instance.system_metadata, assigned)
         return etree.tostring(domain, pretty_print=True).decode()
+
+    def _guest_arch(self, domain) -> str:
+        return (domain.find('os/type').get('arch') or
+                self._host.get_capabilities().host.cpu.arch)
 
     def _refuses_loader_secure(self, guest) -> bool:
         """See :mod:`pcie_sched.virt.firmware`; asked once per key."""
@@ -282,7 +289,33 @@ class PcieSchedLibvirtDriver(libvirt_driver.LibvirtDriver):
         # so two concurrent attaches may both have seen the last free
         # port. nova reports this one as a generic attach failure.
         self._check_free_port(instance)
-        return super().attach_interface(context, instance, image_meta, vif)
+        super().attach_interface(context, instance, image_meta, vif)
+        self._record_device_ports(instance)
+
+    def attach_volume(self, context, connection_info, instance, mountpoint,
+                      *args, **kwargs):
+        super().attach_volume(context, connection_info, instance, mountpoint,
+                              *args, **kwargs)
+        self._record_device_ports(instance)
+
+    def _record_device_ports(self, instance) -> None:
+        """Note where libvirt put a hot-plugged device, for later builds.
+
+        Saved at once: nova saves the instance after an interface attach
+        but not after a volume attach, and a move reads the instance
+        afresh from the database.
+        """
+        if instance_plan.ROOT_PORTS_KEY not in instance.system_metadata:
+            return
+        try:
+            domain = etree.fromstring(
+                self._host.get_guest(instance).get_xml_desc())
+        except exception.InstanceNotFound:
+            return
+        instance_plan.record_ports(
+            instance.system_metadata,
+            devices.endpoint_ports(domain, self._guest_arch(domain)))
+        instance.save()
 
     def _check_free_port(self, instance) -> None:
         """Refuse a hot-plug when the guest's plan has no free port left.

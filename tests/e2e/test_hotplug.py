@@ -270,3 +270,31 @@ class TestVolumesTakeThePlansPorts(HotplugTestBase):
         self.assertEqual(guest_view, set(
             self.wait_for_report(server, cold + 4)))
         self._delete_server(server)
+
+
+class TestAddressesSurviveAResize(HotplugTestBase):
+    """A resize builds the guest anew with no previous domain to copy.
+
+    nova rebuilds the XML from its device list, NICs in attach order; the
+    ports recorded with the instance put every device back where it was.
+    Resized onto the same host ([DEFAULT] allow_resize_to_same_host), the
+    nearest this one-compute tier has to a cold migration: the same code
+    builds the destination's guest.
+    """
+
+    def test_resize_to_the_same_count_keeps_every_address(self):
+        self.flags(allow_resize_to_same_host=True)
+        server = self.boot(4)
+        self.attach_nic(server)
+        self.attach_nic(server)
+        domain = self.live_domain(server)
+        before, ports = addresses(domain), root_ports(domain)
+        bigger = self._create_flavor(
+            memory_mb=self.GUEST_MEMORY_MB + 128, vcpu=1, disk=1,
+            ephemeral=0, extra_spec={spec.FLAVOR_KEY: '4'})
+        server = self._resize_server(server, bigger)
+        server = self._confirm_resize(server)
+        domain = self.live_domain(server)
+        self.assertEqual(before, addresses(domain))
+        self.assertEqual(ports, root_ports(domain))
+        self._delete_server(server)

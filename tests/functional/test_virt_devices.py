@@ -107,3 +107,14 @@ class TestPinEndpoints(testtools.TestCase):
         self.assertIsNone(root.find('devices/disk/address'))
         self.assertEqual('0x02',
                          root.find('devices/interface/address').get('bus'))
+
+
+class TestEndpointPorts(testtools.TestCase):
+
+    def test_read_back_what_pinning_wrote(self):
+        root = domain([DISK.format(dev='vda', address=''),
+                       NIC.format(mac='fa:16:3e:00:00:01', address=on(3)),
+                       RNG])
+        assigned = devices.pin_endpoints(root, 'x86_64',
+                                         {'nic-fa:16:3e:00:00:01': 3})
+        self.assertEqual(assigned, devices.endpoint_ports(root, 'x86_64'))

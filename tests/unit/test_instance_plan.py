@@ -49,3 +49,24 @@ class TestRecordedPlan(testtools.TestCase):
         metadata.update(instance_plan.RecordedPlan(5, 4).to_system_metadata())
         instance_plan.clear(metadata)
         self.assertEqual({'image_hw_machine_type': 'q35'}, metadata)
+
+
+class TestRecordedPorts(testtools.TestCase):
+
+    def test_ports_replace_the_previous_record(self):
+        metadata = {'image_hw_machine_type': 'q35'}
+        instance_plan.record_ports(metadata, {'nic-fa:16:3e:00:00:01': 2,
+                                              'disk-vda': 1})
+        self.assertEqual({'nic-fa:16:3e:00:00:01': 2, 'disk-vda': 1},
+                         instance_plan.recorded_ports(metadata))
+        instance_plan.record_ports(metadata, {'disk-vda': 1})
+        self.assertEqual({'image_hw_machine_type': 'q35',
+                          'pcie_sched_port_disk-vda': '1'}, metadata)
+
+    def test_unreadable_entries_are_ignored_and_clear_drops_all(self):
+        metadata = {'pcie_sched_port_rng': 'x',
+                    'pcie_sched_port_disk-vda': '1'}
+        self.assertEqual({'disk-vda': 1},
+                         instance_plan.recorded_ports(metadata))
+        instance_plan.clear(metadata)
+        self.assertEqual({}, metadata)
