@@ -22,7 +22,8 @@ nova's (its database, RPC, fixtures for the other services) stays as
 nova's tests use it.
 
 Domain names (``instance-%08x``) and tap device names are host-global:
-these tests must run one at a time (``.stestr.conf`` groups them).
+these tests must run one at a time (``tox -e py3`` and ``tox -e e2e``
+run them in a stestr run of their own with one worker).
 """
 
 import builtins
