@@ -1,8 +1,8 @@
 """Run every benchmark and write results for the docs (tox -e bench).
 
 Filter cost (timed, and counted by callgrind), guest boot time against
-ports (with the port property and packing comparison) and find-max
-model-guided against bisection. The
+ports (with the port property and packing comparison), QEMU's memory
+against ports and find-max model-guided against bisection. The
 QEMU benchmarks run one after the other, one boot at a time.
 
     python benchmarks/run_all.py [--quick]
@@ -19,6 +19,7 @@ from benchmarks import boot_time  # noqa: E402
 from benchmarks import filter_cost  # noqa: E402
 from benchmarks import filter_work  # noqa: E402
 from benchmarks import find_max  # noqa: E402
+from benchmarks import port_memory  # noqa: E402
 
 
 def main(argv=None):
@@ -35,11 +36,14 @@ def main(argv=None):
                         '--repeat', '1', '--variants', '--variant-machine',
                         'q35-bios', '--variant-ports', '16',
                         '--packing-ports', '16'])
+        port_memory.main(['--ports', '0', '16', '--machines', 'q35-bios',
+                          '--repeat', '1'])
         find_max.main(['--targets', 'q35-bios'])
     else:
         filter_cost.main([])
         filter_work.main([])
         boot_time.main(['--variants'])
+        port_memory.main([])
         find_max.main([])
     return 0
 

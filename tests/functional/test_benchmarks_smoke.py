@@ -5,6 +5,8 @@ No timing is asserted here: speed is measured by ``tox -e bench``.
 
 import json
 import os
+import subprocess  # nosec B404
+import tempfile
 
 import fixtures
 import testtools
@@ -13,6 +15,7 @@ from benchmarks import boot_time
 from benchmarks import filter_cost
 from benchmarks import filter_work
 from benchmarks import find_max
+from benchmarks import port_memory
 from pcie_sched import probe
 
 
@@ -138,6 +141,65 @@ class TestBenchmarksRun(testtools.TestCase):
         for row in document['variants']:
             self.assertEqual(('booted', 2), (row['outcome'],
                                              row['ports_seen']), row)
+
+    def test_port_memory(self):
+        started, workdirs = [], []
+        popen, mkdtemp = subprocess.Popen, tempfile.mkdtemp
+
+        def record_popen(command, *args, **kwargs):
+            process = popen(command, *args, **kwargs)
+            if '-no-shutdown' in command:  # QEMU, not dpkg-query
+                started.append(process)
+            return process
+
+        def record_mkdtemp(*args, **kwargs):
+            path = mkdtemp(*args, **kwargs)
+            if kwargs.get('prefix') == probe.TEMP_PREFIX:
+                workdirs.append(path)
+            return path
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'benchmarks.port_memory.subprocess.Popen', record_popen))
+        self.useFixture(fixtures.MonkeyPatch(
+            'benchmarks.port_memory.tempfile.mkdtemp', record_mkdtemp))
+        self.assertEqual(0, port_memory.main(
+            ['--ports', '0', '1', '--machines', 'q35-bios', '--repeat', '1',
+             '--out', self.out]))
+        with open(os.path.join(self.out, 'port_memory.json')) as handle:
+            document = json.load(handle)
+        for name in ('port_memory.rst', 'port_memory.png'):
+            self.assertTrue(os.path.exists(os.path.join(self.out, name)),
+                            name)
+        for key in ('cpu', 'cores', 'qemu', 'packages', 'date',
+                    'load_average_at_start'):
+            self.assertIn(key, document['machine'])
+        rows = document['rows']
+        self.assertEqual([(0, 1), (1, 1)],
+                         [(row['ports'], row['booted']) for row in rows])
+        for row in rows:
+            [sample] = row['samples']
+            for phase in ('at_marker', 'settled'):
+                memory = sample[phase]
+                self.assertGreater(memory['rss'], 0, row)
+                self.assertLessEqual(memory['pss'], memory['rss'], row)
+                self.assertGreater(memory['guest_ram_rss'], 0, row)
+                self.assertEqual(memory['rss'] - memory['guest_ram_rss'] -
+                                 memory['tcg_buffer_rss'],
+                                 memory['qemu_own_rss'])
+            self.assertGreaterEqual(sample['vmhwm'],
+                                    sample['settled']['rss'])
+        self.assertIsNone(rows[0]['kib_per_port'])
+        self.assertEqual(
+            rows[1]['settled']['rss']['median'] -
+            rows[0]['settled']['rss']['median'],
+            rows[1]['kib_per_port']['settled']['rss'])
+        # Every QEMU started is gone and so is its scratch directory.
+        self.assertEqual(2, len(started))
+        for process in started:
+            self.assertIsNotNone(process.poll())
+        self.assertEqual(2, len(workdirs))
+        for path in workdirs:
+            self.assertFalse(os.path.exists(path), path)
 
     def _find_max(self, *argv):
         self.assertEqual(0, find_max.main([*argv, '--out', self.out]))
