@@ -3,8 +3,6 @@
 import time
 import typing as ty
 
-from oslo_config import cfg
-
 from pcie_sched import capacity
 from pcie_sched.cmd import capacity as capacity_cmd
 from pcie_sched.cmd import host as host_cmd
@@ -108,13 +106,11 @@ def run(args) -> int:
         return 2
     probe_cmd.terminate_as_interrupt()
     started = time.monotonic()
-    try:
-        machine, machine_source = host_cmd.machine_and_source(
-            args, capacity_cmd.default_machine(args.arch))
-    except (cfg.Error, ValueError) as exc:
-        output.error(f'{exc}; accepted: readable oslo.config files '
-                     f'(--config-file, --config-dir) with valid values')
+    found = host_cmd.machine_or_usage_error(
+        args, capacity_cmd.default_machine(args.arch))
+    if found is None:
         return 2
+    machine, machine_source = found
     facts = host_cmd.discover(args, machine)
     cold = (args.cold_plugged if args.cold_plugged is not None else
             default_cold_plugged())

@@ -17,6 +17,7 @@ import typing as ty
 from oslo_config import cfg
 
 from pcie_sched import capacity
+from pcie_sched.cmd import output
 from pcie_sched import hostinfo
 from pcie_sched import libvirt_host
 
@@ -96,6 +97,20 @@ def machine_and_source(args, default: str) -> ty.Tuple[str, str]:
     if machine is not None:
         return machine, 'config'
     return default, 'default'
+
+
+def machine_or_usage_error(args, default: str
+                           ) -> ty.Optional[ty.Tuple[str, str]]:
+    """:func:`machine_and_source`, or None once it said why it cannot be.
+
+    An unreadable or invalid config file is a usage error (exit 2).
+    """
+    try:
+        return machine_and_source(args, default)
+    except (cfg.Error, ValueError) as exc:
+        output.error(f'{exc}; accepted: readable oslo.config files '
+                     f'(--config-file, --config-dir) with valid values')
+        return None
 
 
 @dataclasses.dataclass

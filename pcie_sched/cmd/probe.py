@@ -6,8 +6,6 @@ import os
 import signal
 import sys
 
-from oslo_config import cfg
-
 from pcie_sched.cmd import arguments
 from pcie_sched.cmd import capacity as capacity_cmd
 from pcie_sched.cmd import host as host_cmd
@@ -158,13 +156,11 @@ def _run(args, machine, directory, progress):
 
 def run(args) -> int:
     terminate_as_interrupt()
-    try:
-        machine, machine_source = host_cmd.machine_and_source(
-            args, capacity_cmd.default_machine(args.arch))
-    except (cfg.Error, ValueError) as exc:
-        output.error(f'{exc}; accepted: readable oslo.config files '
-                     f'(--config-file, --config-dir) with valid values')
+    found = host_cmd.machine_or_usage_error(
+        args, capacity_cmd.default_machine(args.arch))
+    if found is None:
         return 2
+    machine, machine_source = found
     facts = host_cmd.discover(args, machine)
     progress = (None if args.format == 'json' else
                 lambda message: print(message, file=sys.stderr, flush=True))
