@@ -106,12 +106,11 @@ def run(args) -> int:
         return 2
     probe_cmd.terminate_as_interrupt()
     started = time.monotonic()
-    found = host_cmd.machine_or_usage_error(
+    found = host_cmd.configured_host(
         args, capacity_cmd.default_machine(args.arch))
     if found is None:
         return 2
-    machine, machine_source = found
-    facts = host_cmd.discover(args, machine)
+    machine, machine_source, facts = found
     cold = (args.cold_plugged if args.cold_plugged is not None else
             default_cold_plugged())
     needed = args.ports + cold

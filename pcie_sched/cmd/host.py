@@ -99,18 +99,20 @@ def machine_and_source(args, default: str) -> ty.Tuple[str, str]:
     return default, 'default'
 
 
-def machine_or_usage_error(args, default: str
-                           ) -> ty.Optional[ty.Tuple[str, str]]:
-    """:func:`machine_and_source`, or None once it said why it cannot be.
+def configured_host(args, default: str
+                    ) -> ty.Optional[ty.Tuple[str, str, 'HostFacts']]:
+    """The machine, its source and the host's facts, or None.
 
-    An unreadable or invalid config file is a usage error (exit 2).
+    For ``check`` and ``probe``: None once it said why the config cannot
+    be read. An unreadable or invalid config file is a usage error (exit 2).
     """
     try:
-        return machine_and_source(args, default)
+        machine, source = machine_and_source(args, default)
     except (cfg.Error, ValueError) as exc:
         output.error(f'{exc}; accepted: readable oslo.config files '
                      f'(--config-file, --config-dir) with valid values')
         return None
+    return machine, source, discover(args, machine)
 
 
 @dataclasses.dataclass

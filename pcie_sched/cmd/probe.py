@@ -156,12 +156,11 @@ def _run(args, machine, directory, progress):
 
 def run(args) -> int:
     terminate_as_interrupt()
-    found = host_cmd.machine_or_usage_error(
+    found = host_cmd.configured_host(
         args, capacity_cmd.default_machine(args.arch))
     if found is None:
         return 2
-    machine, machine_source = found
-    facts = host_cmd.discover(args, machine)
+    machine, machine_source, facts = found
     progress = (None if args.format == 'json' else
                 lambda message: print(message, file=sys.stderr, flush=True))
     if progress:
